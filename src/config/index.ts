@@ -1,0 +1,263 @@
+// Configuration: environment variables with the original UTILMETA_PROXY_ names,
+// optionally loaded from an env file (dotenv). Every value is validated once at
+// start; an invalid one fails with a single line naming the variable.
+import { readFileSync, existsSync } from 'node:fs';
+import { BlockList, isIP } from 'node:net';
+import dotenv from 'dotenv';
+import type { DbConfig } from '../db/index.ts';
+
+export const PREFIX = 'UTILMETA_PROXY_';
+
+export class ConfigError extends Error {}
+
+export interface Config {
+  baseUrl: string;
+  /** True when BASE_URL was not set and was derived from the bind address. */
+  baseUrlDerived: boolean;
+  bindHost: string;
+  bindPort: number;
+  server: 'auto' | 'uws' | 'node';
+  production: boolean;
+  private: boolean;
+  validateForwardIps: boolean;
+  /** Peers whose X-Forwarded-For / X-Real-IP are believed (spec §6.19). */
+  trustedProxies: BlockList;
+  trustedProxiesText: string[];
+  bodyLimit: number;
+  defaultTimeout: number; // seconds
+  maxTimeout: number; // seconds
+  loadTimeout: number; // seconds
+  corsMaxAge: number;
+  upstreamConnections: number;
+  upstreamKeepAlive: number; // ms
+  registryRefresh: number; // seconds
+  db: DbConfig;
+  supervisor: {
+    baseUrl: string | null;
+    clusterId: string | null;
+    clusterKey: string | null;
+    trustedHosts: string[];
+  };
+  logLevel: string;
+  metricsHost: string;
+  metricsPort: number | null;
+  envFile: string | null;
+}
+
+/** Every variable, its default and meaning: the source for --help, the env example and the README table. */
+export const VARIABLES: Array<{ name: string; default: string; help: string; group: string }> = [
+  { group: 'Service', name: 'BASE_URL', default: 'http://127.0.0.1:<BIND_PORT>/api', help: 'Public base URL of this proxy, including /api. Services in the cluster use it as Operations.Proxy(base_url=...).' },
+  { group: 'Service', name: 'BIND_HOST', default: '127.0.0.1', help: 'Address to listen on (0.0.0.0 or :: for all interfaces; the Docker image sets 0.0.0.0).' },
+  { group: 'Service', name: 'BIND_PORT', default: "BASE_URL's port, else 8888", help: 'Port to listen on.' },
+  { group: 'Service', name: 'SERVER', default: 'auto', help: 'Listener: auto (uWebSockets.js, falling back to node:http when the native addon cannot load), uws or node.' },
+  { group: 'Service', name: 'PRODUCTION', default: 'false', help: 'Production mode: platform URLs must be https.' },
+  { group: 'Access', name: 'PRIVATE', default: 'false', help: 'Only accept registrations and discovery/forward calls from private-network client IPs.' },
+  { group: 'Access', name: 'VALIDATE_FORWARD_IPS', default: 'false', help: 'discovery/forward callers must be registered instances (matched by client IP against instance host).' },
+  { group: 'Access', name: 'TRUSTED_PROXIES', default: '(none)', help: 'Comma-separated IPs/CIDRs of reverse proxies in front of this node. Only their X-Forwarded-For / X-Real-IP are believed.' },
+  { group: 'Proxy', name: 'DEFAULT_TIMEOUT', default: '15', help: 'Upstream timeout in seconds when the caller sends no X-UtilMeta-Request-Timeout.' },
+  { group: 'Proxy', name: 'MAX_TIMEOUT', default: '120', help: 'Upper bound in seconds for X-UtilMeta-Request-Timeout.' },
+  { group: 'Proxy', name: 'BODY_LIMIT', default: '10485760', help: 'Largest request body accepted, in bytes (registrations and proxied requests); larger bodies get 413.' },
+  { group: 'Proxy', name: 'UPSTREAM_CONNECTIONS', default: '128', help: 'Keep-alive connection pool size per upstream origin.' },
+  { group: 'Proxy', name: 'UPSTREAM_KEEPALIVE', default: '4000', help: 'Idle keep-alive time for upstream connections, in ms (keep below the upstream server’s own timeout).' },
+  { group: 'Proxy', name: 'CORS_MAX_AGE', default: '86400', help: 'Access-Control-Max-Age for preflight responses, in seconds.' },
+  { group: 'Proxy', name: 'REGISTRY_REFRESH', default: '30', help: 'Seconds between full reloads of the in-memory registry (changes also arrive at once via LISTEN/NOTIFY).' },
+  { group: 'Database', name: 'DB_ENGINE', default: 'postgresql', help: 'Only postgresql is supported (the operations database is shared with Django-based services).' },
+  { group: 'Database', name: 'DB_HOST', default: '(unset: embedded PGlite)', help: 'PostgreSQL host. When unset, an embedded single-node PGlite database under DATA_DIR is used (development default).' },
+  { group: 'Database', name: 'DB_PORT', default: '5432', help: 'PostgreSQL port.' },
+  { group: 'Database', name: 'DB_USER', default: 'postgres', help: 'PostgreSQL user.' },
+  { group: 'Database', name: 'DB_PASSWORD', default: '(empty)', help: 'PostgreSQL password.' },
+  { group: 'Database', name: 'DB_SSL', default: 'false', help: 'Connect to PostgreSQL over TLS.' },
+  { group: 'Database', name: 'DB_NAME', default: 'utilmeta_proxy', help: 'Database holding the proxy registry tables.' },
+  { group: 'Database', name: 'OPS_DB_NAME', default: 'utilmeta_proxy_ops', help: 'Operations database shared with the services (UTILMETA_OPERATIONS_DB_NAME on their side).' },
+  { group: 'Database', name: 'DB_POOL_SIZE', default: '10', help: 'Connections per database pool.' },
+  { group: 'Database', name: 'OPS_SCHEMA', default: '2.9', help: 'Ops schema to create in a NEW operations database: 2.9 (utilmeta 2.9, migration 0006) or 2.8 (utilmeta <= 2.8.1, migration 0005). An existing database is detected, never changed.' },
+  { group: 'Database', name: 'DATA_DIR', default: './data', help: 'Where the embedded database keeps its files.' },
+  { group: 'Platform', name: 'SUPERVISOR_BASE_URL', default: '(unset)', help: 'UtilMeta platform API, e.g. https://api.utilmeta.com/spv.' },
+  { group: 'Platform', name: 'SUPERVISOR_CLUSTER_ID', default: '(unset)', help: 'Cluster id from the platform.' },
+  { group: 'Platform', name: 'SUPERVISOR_CLUSTER_KEY', default: '(unset)', help: 'Cluster public key (JWK JSON, or base64 of it).' },
+  { group: 'Platform', name: 'TRUSTED_HOSTS', default: '(none)', help: 'Extra platform hosts to trust besides utilmeta.com (comma-separated); 127.0.0.1 is trusted when not in production.' },
+  { group: 'Platform', name: 'LOAD_TIMEOUT', default: '15', help: 'Seconds to wait for the own OperationsAPI before self-connecting.' },
+  { group: 'Observability', name: 'LOG_LEVEL', default: 'info', help: 'pino log level: trace, debug, info, warn, error, fatal, silent.' },
+  { group: 'Observability', name: 'METRICS_HOST', default: '127.0.0.1', help: 'Address of the Prometheus metrics listener.' },
+  { group: 'Observability', name: 'METRICS_PORT', default: '(unset: off)', help: 'Port of the Prometheus metrics listener (/metrics).' },
+];
+
+type Env = Record<string, string | undefined>;
+
+/**
+ * Reads the env file (when present) without overriding the process environment,
+ * then builds the validated Config.
+ */
+export function loadConfig(opts: { env?: Env; envFile?: string | null } = {}): Config {
+  const env: Env = { ...(opts.env ?? process.env) };
+  let envFile: string | null = null;
+  const file = opts.envFile === undefined ? 'utilmeta-proxy.env' : opts.envFile;
+  if (file) {
+    if (existsSync(file)) {
+      const parsed = dotenv.parse(readFileSync(file));
+      for (const [k, v] of Object.entries(parsed)) if (env[k] === undefined) env[k] = v;
+      envFile = file;
+    } else if (opts.envFile) {
+      throw new ConfigError(`--env-file: ${file} does not exist`);
+    }
+  }
+  return parseConfig(env, envFile);
+}
+
+export function parseConfig(env: Env, envFile: string | null = null): Config {
+  const r = new Reader(env);
+  const baseUrlRaw = r.str('BASE_URL');
+  let baseUrl: URL | null = null;
+  if (baseUrlRaw !== null) {
+    baseUrl = r.url('BASE_URL', baseUrlRaw, ['http:', 'https:']);
+  }
+  const bindHost = r.str('BIND_HOST') ?? '127.0.0.1';
+  if (isIP(bindHost) === 0 && bindHost !== 'localhost') {
+    throw new ConfigError(`${PREFIX}BIND_HOST: expected an IP address, got '${bindHost}'`);
+  }
+  const basePort = baseUrl && baseUrl.port ? Number(baseUrl.port) : null;
+  const bindPort = r.int('BIND_PORT', basePort ?? 8888, 0, 65535);
+  let derived = false;
+  let base: string;
+  if (baseUrl) {
+    base = baseUrl.toString().replace(/\/+$/, '');
+  } else {
+    derived = true;
+    const h = bindHost === '0.0.0.0' || bindHost === '::' ? '127.0.0.1' : bindHost.includes(':') ? `[${bindHost}]` : bindHost;
+    base = `http://${h}:${bindPort}/api`;
+  }
+  const server = r.choice('SERVER', ['auto', 'uws', 'node'] as const, 'auto');
+  const engine = r.str('DB_ENGINE');
+  if (engine && !/^(postgres|postgresql|django\.db\.backends\.postgresql(_psycopg2)?)$/.test(engine)) {
+    throw new ConfigError(`${PREFIX}DB_ENGINE: only postgresql is supported, got '${engine}'`);
+  }
+  const trustedText = r.list('TRUSTED_PROXIES');
+  const trusted = new BlockList();
+  for (const item of trustedText) {
+    const [addr, bits] = item.split('/');
+    const family = isIP(addr);
+    if (family === 0) throw new ConfigError(`${PREFIX}TRUSTED_PROXIES: '${item}' is not an IP address or CIDR`);
+    const type = family === 6 ? 'ipv6' : 'ipv4';
+    if (bits === undefined) trusted.addAddress(addr, type);
+    else {
+      const n = Number(bits);
+      if (!Number.isInteger(n) || n < 0 || n > (family === 6 ? 128 : 32)) {
+        throw new ConfigError(`${PREFIX}TRUSTED_PROXIES: '${item}' has an invalid prefix length`);
+      }
+      trusted.addSubnet(addr, n, type);
+    }
+  }
+  const defaultTimeout = r.num('DEFAULT_TIMEOUT', 15, 0.001, 3600);
+  const maxTimeout = r.num('MAX_TIMEOUT', Math.max(120, defaultTimeout), 0.001, 86400);
+  if (maxTimeout < defaultTimeout) {
+    throw new ConfigError(`${PREFIX}MAX_TIMEOUT: must be >= DEFAULT_TIMEOUT (${defaultTimeout}), got ${maxTimeout}`);
+  }
+  const spvUrl = r.str('SUPERVISOR_BASE_URL');
+  if (spvUrl !== null) r.url('SUPERVISOR_BASE_URL', spvUrl, ['http:', 'https:']);
+  const metricsPort = r.str('METRICS_PORT') === null ? null : r.int('METRICS_PORT', 0, 0, 65535);
+  const logLevel = r.choice('LOG_LEVEL', ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const, 'info');
+  const opsSchema = r.choice('OPS_SCHEMA', ['2.9', '2.8'] as const, '2.9');
+  return {
+    baseUrl: base,
+    baseUrlDerived: derived,
+    bindHost,
+    bindPort,
+    server,
+    production: r.bool('PRODUCTION', false),
+    private: r.bool('PRIVATE', false),
+    validateForwardIps: r.bool('VALIDATE_FORWARD_IPS', false),
+    trustedProxies: trusted,
+    trustedProxiesText: trustedText,
+    bodyLimit: r.int('BODY_LIMIT', 10 * 1024 * 1024, 1024, 2 ** 31),
+    defaultTimeout,
+    maxTimeout,
+    loadTimeout: r.num('LOAD_TIMEOUT', 15, 0, 3600),
+    corsMaxAge: r.int('CORS_MAX_AGE', 86400, 0, 10 * 365 * 86400),
+    upstreamConnections: r.int('UPSTREAM_CONNECTIONS', 128, 1, 100000),
+    upstreamKeepAlive: r.int('UPSTREAM_KEEPALIVE', 4000, 1, 3600_000),
+    registryRefresh: r.num('REGISTRY_REFRESH', 30, 0.1, 86400),
+    db: {
+      host: r.str('DB_HOST'),
+      port: r.int('DB_PORT', 5432, 1, 65535),
+      user: r.str('DB_USER') ?? 'postgres',
+      password: r.str('DB_PASSWORD') ?? '',
+      ssl: r.bool('DB_SSL', false),
+      registryName: r.ident('DB_NAME', 'utilmeta_proxy'),
+      opsName: r.ident('OPS_DB_NAME', 'utilmeta_proxy_ops'),
+      poolSize: r.int('DB_POOL_SIZE', 10, 1, 1000),
+      dataDir: r.str('DATA_DIR') ?? './data',
+      opsSchema,
+    },
+    supervisor: {
+      baseUrl: spvUrl ? spvUrl.replace(/\/+$/, '') : null,
+      clusterId: r.str('SUPERVISOR_CLUSTER_ID'),
+      clusterKey: r.str('SUPERVISOR_CLUSTER_KEY'),
+      trustedHosts: r.list('TRUSTED_HOSTS'),
+    },
+    logLevel,
+    metricsHost: r.str('METRICS_HOST') ?? '127.0.0.1',
+    metricsPort,
+    envFile,
+  };
+}
+
+/** Typed accessors that fail with one line naming the variable and the problem. */
+class Reader {
+  constructor(private env: Env) {}
+  str(name: string): string | null {
+    const v = this.env[PREFIX + name];
+    if (v === undefined) return null;
+    const t = v.trim();
+    return t === '' ? null : t;
+  }
+  fail(name: string, what: string, got: string): never {
+    throw new ConfigError(`${PREFIX}${name}: expected ${what}, got '${got}'`);
+  }
+  bool(name: string, def: boolean): boolean {
+    const v = this.str(name);
+    if (v === null) return def;
+    const l = v.toLowerCase();
+    if (['1', 'true', 'yes', 'on'].includes(l)) return true;
+    if (['0', 'false', 'no', 'off'].includes(l)) return false;
+    return this.fail(name, 'a boolean (true/false)', v);
+  }
+  int(name: string, def: number, min: number, max: number): number {
+    const v = this.str(name);
+    if (v === null) return def;
+    if (!/^-?\d+$/.test(v) || Number(v) < min || Number(v) > max) this.fail(name, `an integer from ${min} to ${max}`, v);
+    return Number(v);
+  }
+  num(name: string, def: number, min: number, max: number): number {
+    const v = this.str(name);
+    if (v === null) return def;
+    const n = Number(v);
+    if (!Number.isFinite(n) || n < min || n > max) this.fail(name, `a number from ${min} to ${max}`, v);
+    return n;
+  }
+  choice<T extends string>(name: string, options: readonly T[], def: T): T {
+    const v = this.str(name);
+    if (v === null) return def;
+    if (!(options as readonly string[]).includes(v)) this.fail(name, `one of ${options.join(', ')}`, v);
+    return v as T;
+  }
+  list(name: string): string[] {
+    const v = this.str(name);
+    return v === null ? [] : v.split(',').map((s) => s.trim()).filter(Boolean);
+  }
+  ident(name: string, def: string): string {
+    const v = this.str(name);
+    if (v === null) return def;
+    if (!/^[A-Za-z_][A-Za-z0-9_$-]{0,62}$/.test(v)) this.fail(name, 'a PostgreSQL database name', v);
+    return v;
+  }
+  url(name: string, v: string, schemes: string[]): URL {
+    let u: URL;
+    try {
+      u = new URL(v);
+    } catch {
+      return this.fail(name, 'an absolute URL', v);
+    }
+    if (!schemes.includes(u.protocol)) this.fail(name, `a ${schemes.join(' or ')} URL`, v);
+    return u;
+  }
+}

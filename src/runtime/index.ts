@@ -1,0 +1,142 @@
+// Composition root: builds one proxy node from a Config. The CLI and the tests
+// both start nodes through here, so they run the same code.
+import { lookup } from 'node:dns/promises';
+import type { Logger } from 'pino';
+import type { Config } from '../config/index.ts';
+import { openDatabase, migrate, migrationStatus, type Database } from '../db/index.ts';
+import { RegistryCache } from '../registry/cache.ts';
+import { RegistryStore } from '../registry/store.ts';
+import { ProxyHandler } from '../proxy/index.ts';
+import { Upstream } from '../proxy/upstream.ts';
+import { createApp, type AppDeps } from '../server/app.ts';
+import { listen } from '../server/listen.ts';
+import type { Listener } from '../server/types.ts';
+import { isPrivateIp } from '../access/client-ip.ts';
+import { createPlatformLink, type PlatformLink, type PlatformOptions } from '../platform/index.ts';
+import { Metrics, startMetricsServer, type MetricsServer } from '../observability/metrics.ts';
+import type { ProxyLogRecord } from '../proxy/index.ts';
+
+export interface ProxyNode {
+  config: Config;
+  listener: Listener;
+  db: Database;
+  registry: RegistryCache;
+  upstream: Upstream;
+  proxy: ProxyHandler;
+  platform: PlatformLink;
+  metrics: Metrics;
+  /** The /metrics listener, when METRICS_PORT is set. */
+  metricsServer: MetricsServer | null;
+  /** http://host:port of the listener (for tests and logs). */
+  origin: string;
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  /** Run migrations before serving (the default for `start`). */
+  migrate?: boolean;
+  /** Platform link tuning (tests shorten retries). */
+  platform?: PlatformOptions;
+  /** Hook to extend the app (platform link, metrics). */
+  extend?: (deps: AppDeps, node: Omit<ProxyNode, 'listener' | 'origin' | 'close'>) => void | Promise<void>;
+}
+
+async function isPublicHost(baseUrl: string): Promise<boolean> {
+  try {
+    const host = new URL(baseUrl).hostname.replace(/^\[|\]$/g, '');
+    const { address } = await lookup(host);
+    return !isPrivateIp(address) && address !== '0.0.0.0' && address !== '::';
+  } catch {
+    return false;
+  }
+}
+
+export async function startNode(config: Config, log: Logger, opts: StartOptions = {}): Promise<ProxyNode> {
+  const db = await openDatabase(config.db, log);
+  const cleanup: Array<() => Promise<void>> = [() => db.close()];
+  try {
+    if (opts.migrate !== false) {
+      const report = await migrate(config.db, db, log);
+      log.info({ ...report }, 'database ready');
+    }
+    const registry = new RegistryCache(db.registry, log, config.registryRefresh, !db.embedded);
+    await registry.start();
+    cleanup.unshift(() => registry.stop());
+    const upstream = new Upstream({
+      connections: config.upstreamConnections,
+      keepAliveMs: config.upstreamKeepAlive,
+      connectTimeoutMs: Math.min(10_000, config.maxTimeout * 1000),
+    });
+    cleanup.unshift(() => upstream.close());
+    const platform = createPlatformLink(config, db, log, { ...opts.platform, onRegistryChange: async () => void (await registry.refresh().catch(() => {})) });
+    await platform.start();
+    cleanup.unshift(() => platform.stop());
+    const metrics = new Metrics({
+      registry: () => registry.snapshot,
+      platform: () => platform.state(),
+      lastSync: () => platform.connector?.lastSync ?? null,
+      db: () => ({ up: registry.generation === 0 ? null : registry.lastError === null, poolSize: db.embedded ? 1 : config.db.poolSize, embedded: db.embedded }),
+    });
+    let metricsServer: MetricsServer | null = null;
+    if (config.metricsPort !== null) {
+      metricsServer = await startMetricsServer(metrics, config.metricsHost, config.metricsPort);
+      cleanup.unshift(() => metricsServer!.close());
+      log.info({ address: `http://${config.metricsHost}:${metricsServer.port}/metrics` }, 'metrics listening');
+    }
+    const logRequests = log.isLevelEnabled('info');
+    const proxy = new ProxyHandler({
+      config,
+      log,
+      upstream,
+      snapshot: () => registry.snapshot,
+      modes: platform.modes,
+      onResult: (r: ProxyLogRecord) => {
+        metrics.observe(r);
+        // One line per proxied request; bodies and headers are never logged at info.
+        if (logRequests) log.info(r, 'proxied');
+      },
+    });
+    const store = new RegistryStore(db.registry, db.ops);
+    const deps: AppDeps = {
+      config,
+      log,
+      proxy,
+      registry,
+      store,
+      publicBaseUrl: await isPublicHost(config.baseUrl),
+      afterRegister: (reg, result) => platform.afterRegister(reg, result),
+      mounts: [{ prefix: '/api/ops', handle: platform.opsApi }],
+      readiness: async () => {
+        try {
+          const status = await Promise.race([
+            migrationStatus(db),
+            new Promise<never>((_, reject) => setTimeout(() => reject(new Error('database did not answer within 2s')), 2000).unref()),
+          ]);
+          return {
+            ready: status.current,
+            details: { database: db.embedded ? 'embedded' : 'postgresql', migrations: status, registry_generation: registry.generation, platform: platform.state() },
+          };
+        } catch (err) {
+          return { ready: false, details: { database: 'unreachable', error: (err as Error).message } };
+        }
+      },
+    };
+    await opts.extend?.(deps, { config, db, registry, upstream, proxy, platform, metrics, metricsServer });
+    const listener = await listen(createApp(deps), { host: config.bindHost, port: config.bindPort, server: config.server }, log);
+    cleanup.unshift(() => listener.close());
+    const hostText = listener.host.includes(':') ? `[${listener.host}]` : listener.host;
+    const origin = `http://${hostText === '0.0.0.0' ? '127.0.0.1' : hostText === '[::]' ? '[::1]' : hostText}:${listener.port}`;
+    log.info({ listener: listener.kind, address: origin, baseUrl: config.baseUrl, database: db.describe }, 'utilmeta-proxy listening');
+    platform.connectInBackground();
+    let closed: Promise<void> | null = null;
+    return {
+      config, listener, db, registry, upstream, proxy, platform, metrics, metricsServer, origin,
+      close: () => (closed ??= (async () => {
+        for (const fn of cleanup) await fn().catch((err) => log.warn({ err }, 'error during shutdown'));
+      })()),
+    };
+  } catch (err) {
+    for (const fn of cleanup) await fn().catch(() => {});
+    throw err;
+  }
+}

@@ -1,0 +1,155 @@
+// The proxy's own HTTP API under /api (spec §1.2–1.5). Routing is a handful of
+// prefix checks: /api/proxy is the hot path and is matched first.
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { Handler, HeaderList, IncomingRequest, ResponseWriter } from './types.ts';
+import { HttpError, corsHeaders, errorBody, sendJson, sendPreflight } from './http.ts';
+import type { Config } from '../config/index.ts';
+import { clientIp, isPrivateIp, sameIp } from '../access/client-ip.ts';
+import type { ProxyHandler } from '../proxy/index.ts';
+import { toHttpError } from '../proxy/index.ts';
+import type { RegistryCache } from '../registry/cache.ts';
+import type { RegistryStore, RegisterResult } from '../registry/store.ts';
+import { registryResponse } from '../registry/store.ts';
+import { parseRegistration, type Registration } from '../registry/registration.ts';
+
+export const SPEC_VERSION = '0.4.0';
+const PROXY_METHODS = 'GET, POST, PATCH, PUT, DELETE, HEAD, OPTIONS';
+
+export interface Readiness {
+  ready: boolean;
+  details: Record<string, unknown>;
+}
+
+export interface AppDeps {
+  config: Config;
+  log: Logger;
+  proxy: ProxyHandler;
+  registry: RegistryCache;
+  store: RegistryStore;
+  readiness: () => Promise<Readiness>;
+  /** BASE_URL's host resolves to a global IP (spec §1.1 PUBLIC_BASE_URL). */
+  publicBaseUrl: boolean;
+  /** Runs after a registration committed (platform connect / resource sync). */
+  afterRegister?: (reg: Registration, result: RegisterResult) => Promise<void>;
+  /** Extra routes mounted under /api (e.g. the node's own OperationsAPI at /api/ops). */
+  mounts?: Array<{ prefix: string; handle: (req: IncomingRequest, res: ResponseWriter, rest: string, requestId: string) => Promise<void> }>;
+}
+
+const REQUEST_ID = /^[\w.:@/+=-]{1,128}$/;
+
+export function createApp(deps: AppDeps): Handler {
+  const { config, log } = deps;
+  const ipOf = (req: IncomingRequest) =>
+    clientIp(req.remoteAddress, req.header('x-forwarded-for'), req.header('x-real-ip'), config.trustedProxies);
+
+  const debug = log.isLevelEnabled('debug');
+  return (req, res) => {
+    const given = req.header('x-request-id');
+    const requestId = given && REQUEST_ID.test(given) ? given : randomUUID();
+    // Headers only at debug, through the logger's redaction (secret names → [redacted]).
+    if (debug) log.debug({ requestId, method: req.method, path: req.path, peer: req.remoteAddress, headers: req.headers }, 'request');
+    const path = req.path;
+    if (path.startsWith('/api/proxy') && (path.length === 10 || path.charCodeAt(10) === 47 /* / */)) {
+      if (req.method === 'OPTIONS') return sendPreflight(req, res, PROXY_METHODS, config.corsMaxAge);
+      return deps.proxy.handle(req, res, path.slice(10), ipOf(req), requestId);
+    }
+    return api(req, res, requestId).catch((err) => {
+      const e = toHttpError(err, config.bodyLimit) ?? dbError(err);
+      if (!e) log.error({ err, requestId, path }, 'request failed');
+      const he = e ?? new HttpError(500, 'internal error; see the proxy log for request ' + requestId);
+      if (!res.aborted) sendJson(res, he.status, errorBody(he), [...corsHeaders(req), ['x-request-id', requestId], ...he.headers]);
+    });
+  };
+
+  async function api(req: IncomingRequest, res: ResponseWriter, requestId: string): Promise<void> {
+    const path = req.path.length > 4 && req.path.endsWith('/') ? req.path.slice(0, -1) : req.path;
+    const common = (): HeaderList => [...corsHeaders(req), ['x-request-id', requestId]];
+    const methods = (allowed: string) => {
+      if (req.method === 'OPTIONS') {
+        sendPreflight(req, res, allowed, config.corsMaxAge);
+        return false;
+      }
+      if (!allowed.split(', ').includes(req.method)) {
+        throw new HttpError(405, `method ${req.method} is not allowed on ${path}; allowed: ${allowed}`, undefined, [['allow', allowed]]);
+      }
+      return true;
+    };
+    if (path === '/api' || path === '/api/') {
+      if (!methods('GET, HEAD')) return;
+      return sendJson(res, 200, { utilmeta: SPEC_VERSION, type: 'proxy', registry_url: '/registry', proxy_url: '/proxy' }, common());
+    }
+    if (path === '/api/healthz') {
+      if (!methods('GET, HEAD')) return;
+      return sendJson(res, 200, { status: 'ok' }, common());
+    }
+    if (path === '/api/readyz') {
+      if (!methods('GET, HEAD')) return;
+      const r = await deps.readiness();
+      return sendJson(res, r.ready ? 200 : 503, { status: r.ready ? 'ready' : 'not ready', ...r.details }, common());
+    }
+    if (path === '/api/registry') {
+      if (!methods('GET, POST')) return;
+      if (req.method === 'POST') return register(req, res, common());
+      requireInternal(req);
+      const service = new URLSearchParams(req.query).get('service') ?? undefined;
+      return sendJson(res, 200, { services: await deps.store.list({ service }) }, common());
+    }
+    if (path.startsWith('/api/registry/')) {
+      if (!methods('DELETE')) return;
+      requireInternal(req);
+      const key = decodeURIComponent(path.slice('/api/registry/'.length));
+      const removed = await deps.store.deregister(key);
+      if (!removed) throw new HttpError(404, `no registered instance with id or address '${key}'`);
+      await deps.registry.refresh().catch(() => {});
+      return sendJson(res, 200, { deleted: registryResponse(removed) }, common());
+    }
+    for (const m of deps.mounts ?? []) {
+      if (path === m.prefix || path.startsWith(m.prefix + '/')) return m.handle(req, res, req.path.slice(m.prefix.length), requestId);
+    }
+    throw new HttpError(404, `no route for ${req.method} ${req.path}`);
+  }
+
+  /** Listing and deleting registry entries is for operators inside the network. */
+  function requireInternal(req: IncomingRequest): void {
+    const ip = ipOf(req);
+    if (!isPrivateIp(ip)) throw new HttpError(403, `the registry admin API is only open to private network clients; your address is ${ip}`);
+  }
+
+  async function register(req: IncomingRequest, res: ResponseWriter, headers: HeaderList): Promise<void> {
+    const ip = ipOf(req);
+    if (config.private && !isPrivateIp(ip)) {
+      throw new HttpError(403, `registration is only open to private network clients (PRIVATE is set); your address is ${ip}`);
+    }
+    const text = (await req.readBody(config.bodyLimit)).toString('utf8');
+    const reg = await parseRegistration(text);
+    if (config.private && !deps.publicBaseUrl && !sameIp(ip, reg.host)) {
+      throw new HttpError(403, `service register failed, your request ip: ${ip} is inconsistent to instance host: ${reg.host}`);
+    }
+    const resource = await deps.store.findInstanceResource(reg);
+    if (!resource) {
+      throw new HttpError(400, `service register failed: instance(id=${reg.instanceId}, address=${reg.address}) of service '${reg.name}' not found in operations database`);
+    }
+    const result = await deps.store.register(reg, resource);
+    await deps.registry.refresh().catch(() => {});
+    log.info({ service: reg.name, address: reg.address, instance: result.instance.id, created: result.created, renamedFrom: result.renamedFrom ?? undefined }, 'instance registered');
+    if (deps.afterRegister) {
+      await deps.afterRegister(reg, result);
+      // The platform link may have set the node id and instance remote id.
+      result.instance = (await deps.store.instance(result.instance.id)) ?? result.instance;
+    }
+    sendJson(res, 200, registryResponse(result.instance), headers);
+  }
+}
+
+/** postgres.js errors → clear 4xx/503 instead of a 500. */
+function dbError(err: unknown): HttpError | null {
+  const e = err as { code?: string; message?: string; constraint_name?: string };
+  if (!e || typeof e !== 'object') return null;
+  const net = ['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'CONNECT_TIMEOUT', 'CONNECTION_CLOSED', 'CONNECTION_ENDED', 'CONNECTION_DESTROYED', '57P01', '57P03'];
+  if (e.code && net.includes(e.code)) return new HttpError(503, `database unavailable (${e.code}); try again later`);
+  if (e.code === '23505') return new HttpError(409, `conflicts with an existing row (${e.constraint_name ?? 'unique constraint'})`);
+  if (e.code === '22001') return new HttpError(400, `a value is too long for its column: ${e.message}`);
+  if (e.code?.startsWith('22') || e.code?.startsWith('23')) return new HttpError(400, `invalid value: ${e.message}`);
+  return null;
+}

@@ -1,0 +1,247 @@
+// node:http listener: the fallback when uWS cannot load (or server = 'node').
+// Same behaviour as the uWS adapter from the handler's point of view.
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Logger } from 'pino';
+import type { Handler, HeaderList, ListenOptions, Listener, ResponseWriter } from './types.ts';
+import {
+  BodyQueue,
+  ClientAbortedError,
+  ListenerRequest,
+  byteLength,
+  declaredLength,
+  isBodylessStatus,
+  isListenerOwnedHeader,
+  mayReportLength,
+  unwrapMapped,
+} from './listener-util.ts';
+
+const NO_HEADERS: HeaderList = [];
+
+/** Flat [k1, v1, k2, v2...] for writeHead: keeps order and repeats (set-cookie). */
+function flatHeaders(headers: HeaderList): string[] {
+  const flat: string[] = [];
+  for (let i = 0; i < headers.length; i++) {
+    const h = headers[i];
+    if (!isListenerOwnedHeader(h[0])) flat.push(h[0], h[1]);
+  }
+  return flat;
+}
+
+class NodeResponse implements ResponseWriter {
+  private gone = false;
+  private ended = false;
+  private started = false;
+  private total = -1;
+  private accepted = 0;
+  private waiting = false;
+  private abortCbs: Array<() => void> | null = null;
+  private drainCb: (() => void) | null = null;
+
+  constructor(
+    private readonly res: ServerResponse,
+    private readonly isHead: boolean,
+    private readonly body: BodyQueue | null,
+    private readonly log: Logger | undefined,
+  ) {
+    res.once('close', () => {
+      if (!res.writableFinished) this.handleAborted();
+    });
+  }
+
+  get aborted(): boolean {
+    return this.gone || this.ended;
+  }
+
+  onAborted(cb: () => void): void {
+    if (this.res.writableFinished) return;
+    if (this.gone) queueMicrotask(cb);
+    else (this.abortCbs ??= []).push(cb);
+  }
+
+  onDrain(cb: () => void): void {
+    if (this.waiting && !this.gone) this.drainCb = cb;
+    else queueMicrotask(cb);
+  }
+
+  send(status: number, headers: HeaderList, body?: Buffer | string): void {
+    if (this.gone || this.started) return;
+    const bodyless = this.isHead || isBodylessStatus(status);
+    const flat = flatHeaders(headers);
+    // Answering an over-limit upload (the 413 path): close rather than read the
+    // rest, as the uWS adapter does. Other unread bodies are dumped by node.
+    if (!bodyless && this.body !== null && this.body.refused) flat.push('connection', 'close');
+    if (!bodyless || (body !== undefined && mayReportLength(status))) flat.push('content-length', String(byteLength(body)));
+    this.res.writeHead(status, flat); // throws on invalid headers, before anything is sent
+    this.started = this.ended = true;
+    if (bodyless || body === undefined) this.res.end();
+    else this.res.end(body);
+    this.finish();
+  }
+
+  writeHead(status: number, headers: HeaderList, contentLength?: number): void {
+    if (this.gone || this.started) return;
+    const flat = flatHeaders(headers);
+    const known = contentLength !== undefined && Number.isSafeInteger(contentLength) && contentLength >= 0;
+    if (this.isHead || isBodylessStatus(status)) {
+      if (known && mayReportLength(status)) flat.push('content-length', String(contentLength));
+      this.res.writeHead(status, flat);
+      this.started = this.ended = true;
+      this.res.end();
+      this.finish();
+      return;
+    }
+    if (known) {
+      this.total = contentLength;
+      flat.push('content-length', String(contentLength));
+    }
+    this.res.writeHead(status, flat); // node sends it with the first chunk, like the uWS adapter
+    this.started = true;
+  }
+
+  write(chunk: Buffer): boolean {
+    if (this.gone || this.ended) return true;
+    if (!this.started) this.writeHead(200, NO_HEADERS);
+    if (this.ended) return true;
+    if (chunk.length === 0) return !this.waiting;
+    if (this.total >= 0) {
+      const room = this.total - this.accepted;
+      if (room <= 0) return !this.waiting;
+      if (chunk.length > room) chunk = chunk.subarray(0, room);
+      this.accepted += chunk.length;
+    }
+    const ok = this.res.write(chunk);
+    if (!ok && !this.waiting) {
+      this.waiting = true;
+      this.res.once('drain', () => this.handleDrain());
+    }
+    return ok;
+  }
+
+  end(): void {
+    if (this.gone || this.ended) return;
+    if (!this.started) this.writeHead(200, NO_HEADERS);
+    if (this.ended) return;
+    this.ended = true;
+    if (this.total >= 0 && this.accepted < this.total) {
+      // Short body: cut the connection so the client does not take it as complete.
+      this.res.destroy();
+      return;
+    }
+    this.res.end();
+    this.finish();
+  }
+
+  fail(err: unknown): void {
+    this.log?.error({ err }, 'request handler failed');
+    if (this.gone || this.res.writableEnded) return;
+    if (!this.started) {
+      this.send(500, [['content-type', 'text/plain; charset=utf-8']], 'internal server error\n');
+    } else {
+      this.ended = true;
+      this.res.destroy();
+    }
+  }
+
+  private finish(): void {
+    this.abortCbs = null;
+    this.body?.discard();
+  }
+
+  private handleDrain(): void {
+    this.waiting = false;
+    const cb = this.drainCb;
+    this.drainCb = null;
+    cb?.();
+  }
+
+  private handleAborted(): void {
+    if (this.gone) return;
+    this.gone = true;
+    this.body?.fail(new ClientAbortedError());
+    const cbs = this.abortCbs;
+    this.abortCbs = null;
+    if (cbs) for (const cb of cbs) this.safely(cb);
+    const d = this.drainCb;
+    this.drainCb = null;
+    if (d) this.safely(d);
+  }
+
+  private safely(cb: () => void): void {
+    try {
+      cb();
+    } catch (err) {
+      this.log?.error({ err }, 'response callback failed');
+    }
+  }
+}
+
+function onRequest(req: IncomingMessage, res: ServerResponse, handler: Handler, log: Logger | undefined): void {
+  const url = req.url ?? '/';
+  const q = url.indexOf('?');
+  const path = q === -1 ? url : url.slice(0, q);
+  const query = q === -1 ? '' : url.slice(q + 1);
+  const raw = req.rawHeaders;
+  const headers: Array<readonly [string, string]> = new Array(raw.length >> 1);
+  let contentLength: string | undefined;
+  let chunked = false;
+  for (let i = 0, j = 0; i < raw.length; i += 2, j++) {
+    const k = raw[i].toLowerCase();
+    headers[j] = [k, raw[i + 1]];
+    if (k === 'content-length') contentLength ??= raw[i + 1];
+    else if (k === 'transfer-encoding') chunked = true;
+  }
+  const declared = chunked ? -1 : declaredLength(contentLength);
+  let body: BodyQueue | null = null;
+  if (chunked || declared > 0) {
+    body = new BodyQueue(
+      {
+        pause: () => req.pause(),
+        resume: () => req.resume(),
+        // Listeners only once someone reads: until then node keeps the data in
+        // the socket, and dumps it itself if the body is never read.
+        start: (qu) => {
+          req.on('data', (c: Buffer) => qu.push(c));
+          req.on('end', () => qu.end());
+          req.on('error', (e) => qu.fail(e));
+          req.on('close', () => {
+            if (!req.complete) qu.fail(new ClientAbortedError());
+          });
+        },
+      },
+      declared,
+    );
+  }
+  const out = new NodeResponse(res, req.method === 'HEAD', body, log);
+  const request = new ListenerRequest('node', req.method ?? 'GET', path, query, headers, unwrapMapped(req.socket.remoteAddress), body);
+  try {
+    const p = handler(request, out);
+    if (p && typeof p.then === 'function') p.then(undefined, (err: unknown) => out.fail(err));
+  } catch (err) {
+    out.fail(err);
+  }
+}
+
+export function listenNode(handler: Handler, opts: ListenOptions, log?: Logger): Promise<Listener> {
+  const server = http.createServer((req, res) => onRequest(req, res, handler, log));
+  server.keepAliveTimeout = 5000;
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ host: opts.host, port: opts.port }, () => {
+      server.off('error', reject);
+      server.on('error', (err) => log?.error({ err }, 'node:http server error'));
+      const port = (server.address() as AddressInfo).port;
+      let closing: Promise<void> | null = null;
+      resolve({
+        kind: 'node',
+        host: opts.host,
+        port,
+        close: () =>
+          (closing ??= new Promise<void>((done) => {
+            server.close(() => done());
+            server.closeAllConnections(); // keep-alive sockets would otherwise hold close() open
+          })),
+      });
+    });
+  });
+}

@@ -1,0 +1,445 @@
+// uWebSockets.js listener (the fast path). uWS hands out a stack-allocated
+// HttpRequest and a HttpResponse that dies on abort, so everything is read up
+// front and every later write is guarded and corked.
+import { createRequire } from 'node:module';
+import type { Logger } from 'pino';
+import type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket } from 'uWebSockets.js';
+import type { Handler, HeaderList, ListenOptions, Listener, ResponseWriter } from './types.ts';
+import {
+  BodyQueue,
+  ClientAbortedError,
+  ListenerRequest,
+  assertValidHeader,
+  byteLength,
+  declaredLength,
+  formatIp,
+  isBodylessStatus,
+  isListenerOwnedHeader,
+  mayReportLength,
+  statusLine,
+} from './listener-util.ts';
+
+type Uws = typeof import('uWebSockets.js');
+
+let loaded: { mod: Uws | null; reason: string } | undefined;
+
+/**
+ * Loads the native addon once. This package (the trufflesuite build) silently
+ * falls back to a slow JS reimplementation when the binary does not load; that
+ * counts as "not available" here, since node:http is the better fallback.
+ */
+export function loadUws(): { mod: Uws | null; reason: string } {
+  if (loaded) return loaded;
+  const require = createRequire(import.meta.url);
+  try {
+    const mod = require('uWebSockets.js') as Uws;
+    if (typeof mod.App === 'function' && Function.prototype.toString.call(mod.App).includes('[native code]')) {
+      loaded = { mod, reason: 'native uWebSockets.js addon loaded' };
+    } else {
+      let why = 'the package fell back to its JS implementation';
+      try {
+        require(`uWebSockets.js/binaries/uws_${process.platform}_${process.arch}_${process.versions.modules}.node`);
+      } catch (err) {
+        why = (err as Error).message.split('\n')[0];
+      }
+      loaded = { mod: null, reason: `native addon unavailable: ${why}` };
+    }
+  } catch (err) {
+    loaded = { mod: null, reason: `cannot load uWebSockets.js: ${(err as Error).message.split('\n')[0]}` };
+  }
+  return loaded;
+}
+
+export function uwsAvailable(): boolean {
+  return loadUws().mod !== null;
+}
+
+const EMPTY = Buffer.alloc(0);
+/** In chunked mode uWS buffers whatever it cannot send; after backpressure we first write this much to learn whether it drained. */
+const PROBE = 1024;
+const NO_HEADERS: HeaderList = [];
+const METHODS: Record<string, string> = {
+  get: 'GET', post: 'POST', put: 'PUT', delete: 'DELETE', patch: 'PATCH', head: 'HEAD', options: 'OPTIONS',
+};
+
+function validate(headers: HeaderList): void {
+  for (let i = 0; i < headers.length; i++) assertValidHeader(headers[i][0], headers[i][1]);
+}
+
+/**
+ * ResponseWriter over a uWS HttpResponse. `res` must not be touched once
+ * `gone` (onAborted fired); every write runs inside res.cork().
+ *
+ * Streaming: with a known length the body goes through tryEnd() (uWS sends
+ * content-length and never buffers what the socket refuses: we keep the rest in
+ * `pending` and retry from onWritable). Without one, write() goes chunked and
+ * uWS buffers everything itself, so after backpressure we probe with a small
+ * slice before handing it more.
+ */
+class UwsResponse implements ResponseWriter {
+  gone = false; // client went away
+  isHead = false;
+  body: BodyQueue | null = null;
+  private ended = false; // the handler is done (send/end, or a bodyless head)
+  private finished = false; // uWS has the complete response
+  private started = false; // send/writeHead called
+  private headWritten = false;
+  private outputBegun = false;
+  private status = 200;
+  private headers: HeaderList = NO_HEADERS;
+  private total = -1; // declared content-length, -1 = chunked
+  private accepted = 0; // body bytes taken from the caller (known length)
+  private uwsOffset = 0; // body bytes uWS took = where pending[0] starts (known length)
+  private pending: Buffer[] = [];
+  private waiting = false; // under backpressure, waiting for onWritable
+  private writableHooked = false;
+  private maybeBacklog = false; // chunked: uWS may still hold unsent bytes
+  private endPending = false;
+  private abortCbs: Array<() => void> | null = null;
+  private drainCb: (() => void) | null = null;
+
+  constructor(
+    private readonly res: HttpResponse,
+    private readonly log: Logger | undefined,
+  ) {
+    // First thing, always: returning without a response or an abort handler kills the process.
+    res.onAborted(() => this.handleAborted());
+  }
+
+  get aborted(): boolean {
+    return this.gone || this.ended;
+  }
+
+  onAborted(cb: () => void): void {
+    if (this.finished) return;
+    if (this.gone) queueMicrotask(cb);
+    else (this.abortCbs ??= []).push(cb);
+  }
+
+  onDrain(cb: () => void): void {
+    if (this.waiting && !this.gone && !this.finished) this.drainCb = cb;
+    else queueMicrotask(cb);
+  }
+
+  send(status: number, headers: HeaderList, body?: Buffer | string): void {
+    if (this.gone || this.started) return;
+    validate(headers);
+    this.started = this.ended = true;
+    const res = this.res;
+    const bodyless = this.isHead || isBodylessStatus(status);
+    // Answering an over-limit upload (the 413 path): close after the response
+    // rather than read and discard the rest, as nginx does. Any other unread
+    // body is read and dropped, keeping the connection alive.
+    const close = !bodyless && this.body !== null && this.body.refused;
+    this.beginOutput();
+    res.cork(() => {
+      this.writeStatusAndHeaders(status, headers);
+      if (bodyless) {
+        if (body !== undefined && mayReportLength(status)) res.writeHeader('content-length', String(byteLength(body)));
+        // endWithoutBody(n) leaves the response pending in this uWS build, and
+        // endWithoutBody(undefined) reports a bogus length: header + no argument.
+        res.endWithoutBody();
+      } else {
+        res.end(body ?? EMPTY, close);
+      }
+    });
+    this.finish();
+  }
+
+  writeHead(status: number, headers: HeaderList, contentLength?: number): void {
+    if (this.gone || this.started) return;
+    validate(headers);
+    this.started = true;
+    if (this.isHead || isBodylessStatus(status)) {
+      this.ended = true;
+      this.beginOutput();
+      this.res.cork(() => {
+        this.writeStatusAndHeaders(status, headers);
+        if (contentLength !== undefined && mayReportLength(status)) this.res.writeHeader('content-length', String(contentLength));
+        this.res.endWithoutBody();
+      });
+      this.finish();
+      return;
+    }
+    this.status = status;
+    this.headers = headers;
+    this.total = contentLength !== undefined && Number.isSafeInteger(contentLength) && contentLength >= 0 ? contentLength : -1;
+    // The head goes out with the first body chunk (or end), in one syscall.
+  }
+
+  write(chunk: Buffer): boolean {
+    if (this.gone || this.ended) return true;
+    if (!this.started) this.writeHead(200, NO_HEADERS);
+    if (chunk.length === 0) return !this.waiting;
+    if (this.total >= 0) {
+      // Never send more than the declared length: it would corrupt the keep-alive stream.
+      const room = this.total - this.accepted;
+      if (room <= 0) return !this.waiting;
+      if (chunk.length > room) chunk = chunk.subarray(0, room);
+      this.accepted += chunk.length;
+    }
+    this.pending.push(chunk);
+    if (this.waiting) return false;
+    let ok = false;
+    this.res.cork(() => {
+      ok = this.flush();
+    });
+    return ok;
+  }
+
+  end(): void {
+    if (this.gone || this.ended) return;
+    if (!this.started) this.writeHead(200, NO_HEADERS);
+    if (this.ended) return; // bodyless head already ended it
+    this.ended = true;
+    if (this.waiting) this.endPending = true;
+    else this.endNow();
+  }
+
+  /** The handler threw or rejected. */
+  fail(err: unknown): void {
+    this.log?.error({ err }, 'request handler failed');
+    if (this.gone || this.finished) return;
+    if (!this.started) {
+      this.send(500, [['content-type', 'text/plain; charset=utf-8']], 'internal server error\n');
+    } else {
+      this.ended = true;
+      this.res.close(); // head is out: cut the connection so the client sees a truncated response
+    }
+  }
+
+  private endNow(): void {
+    if (this.gone || this.finished) return;
+    const res = this.res;
+    if (this.total > 0) {
+      // Fewer bytes than the declared content-length (a complete body finishes in
+      // tryEnd): the client must not mistake this for a complete response.
+      res.close();
+      return;
+    }
+    this.beginOutput();
+    res.cork(() => {
+      if (!this.headWritten) this.writeHeadNow();
+      res.end(EMPTY); // chunked: the terminating chunk; nothing written yet: content-length: 0
+    });
+    this.finish();
+  }
+
+  /** Must run inside cork. Returns false under backpressure. */
+  private flush(): boolean {
+    const res = this.res;
+    if (!this.headWritten) {
+      this.beginOutput();
+      this.writeHeadNow();
+    }
+    const pending = this.pending;
+    if (this.total >= 0) {
+      while (pending.length > 0) {
+        const c = pending[0];
+        const skip = res.getWriteOffset() - this.uwsOffset; // taken on an earlier partial attempt
+        const [ok, done] = res.tryEnd(skip > 0 ? c.subarray(skip) : c, this.total);
+        if (done) {
+          this.finish();
+          return true;
+        }
+        if (!ok) return this.blocked();
+        this.uwsOffset += c.length;
+        pending.shift();
+      }
+      return true;
+    }
+    while (pending.length > 0) {
+      const c = pending[0];
+      if (this.maybeBacklog && c.length > PROBE) {
+        const ok = res.write(c.subarray(0, PROBE));
+        pending[0] = c.subarray(PROBE);
+        if (!ok) return this.blocked();
+        this.maybeBacklog = false;
+        continue;
+      }
+      pending.shift();
+      if (!res.write(c)) {
+        this.maybeBacklog = true;
+        return this.blocked();
+      }
+      this.maybeBacklog = false;
+    }
+    return true;
+  }
+
+  private blocked(): false {
+    this.waiting = true;
+    if (!this.writableHooked) {
+      this.writableHooked = true;
+      this.res.onWritable(() => this.handleWritable());
+    }
+    return false;
+  }
+
+  private handleWritable(): boolean {
+    if (this.gone || this.finished) return true;
+    let ok = true;
+    // With nothing of ours pending, the empty cork still flushes uWS's own
+    // buffer (with onWritable registered uWS does not drain it by itself).
+    this.res.cork(() => {
+      if (this.pending.length > 0) ok = this.flush();
+    });
+    if (!ok || this.gone || this.finished) return ok;
+    this.waiting = false;
+    if (this.endPending) {
+      this.endPending = false;
+      this.endNow();
+      return true;
+    }
+    const cb = this.drainCb;
+    this.drainCb = null;
+    cb?.();
+    return true;
+  }
+
+  private writeHeadNow(): void {
+    this.headWritten = true;
+    this.writeStatusAndHeaders(this.status, this.headers);
+    this.headers = NO_HEADERS;
+  }
+
+  private writeStatusAndHeaders(status: number, headers: HeaderList): void {
+    const res = this.res;
+    res.writeStatus(statusLine(status));
+    for (let i = 0; i < headers.length; i++) {
+      const h = headers[i];
+      if (!isListenerOwnedHeader(h[0])) res.writeHeader(h[0], h[1]);
+    }
+  }
+
+  /**
+   * Before the first response byte: a paused request body must be resumed now.
+   * This uWS build's pause() also stops writable events, and resume() restores
+   * poll flags from a per-thread cache keyed on "has backlog", which is only
+   * safe while nothing has been written.
+   */
+  private beginOutput(): void {
+    if (this.outputBegun) return;
+    this.outputBegun = true;
+    const b = this.body;
+    if (b) {
+      b.canPause = false;
+      b.resumeSource();
+    }
+  }
+
+  private finish(): void {
+    this.finished = true;
+    this.ended = true;
+    this.waiting = false;
+    this.pending = [];
+    this.abortCbs = null;
+    this.body?.discard();
+  }
+
+  private handleAborted(): void {
+    this.gone = true;
+    this.pending = [];
+    this.body?.fail(new ClientAbortedError());
+    const cbs = this.finished ? null : this.abortCbs;
+    this.abortCbs = null;
+    if (cbs) for (const cb of cbs) this.safely(cb);
+    // Release a writer parked on onDrain: it will see `aborted` and stop.
+    const d = this.drainCb;
+    this.drainCb = null;
+    if (d) this.safely(d);
+  }
+
+  private safely(cb: () => void): void {
+    try {
+      cb();
+    } catch (err) {
+      this.log?.error({ err }, 'response callback failed');
+    }
+  }
+
+  /** uWS source of a request body: pause/resume the socket while nothing else is in flight. */
+  pauseBody(): void {
+    if (!this.gone) this.res.pause();
+  }
+
+  resumeBody(): void {
+    if (!this.gone) this.res.resume();
+  }
+}
+
+function onRequest(res: HttpResponse, req: HttpRequest, handler: Handler, log: Logger | undefined): void {
+  const out = new UwsResponse(res, log);
+  // Everything from `req` now: it is stack-allocated and gone after this returns.
+  const m = req.getMethod(); // this build lower-cases the method
+  const method = METHODS[m] ?? m.toUpperCase();
+  const path = req.getUrl();
+  const query = req.getQuery() ?? '';
+  const headers: Array<readonly [string, string]> = [];
+  let contentLength: string | undefined;
+  let chunked = false;
+  req.forEach((k, v) => {
+    headers.push([k, v]);
+    if (k === 'content-length') contentLength ??= v;
+    else if (k === 'transfer-encoding') chunked = true;
+  });
+  // Binary form: this build's getRemoteAddressAsText() prints unabbreviated IPv6.
+  const remoteAddress = formatIp(new Uint8Array(res.getRemoteAddress()));
+  out.isHead = method === 'HEAD';
+
+  const declared = chunked ? -1 : declaredLength(contentLength);
+  let body: BodyQueue | null = null;
+  if (chunked || declared > 0) {
+    const q = (body = new BodyQueue({ pause: () => out.pauseBody(), resume: () => out.resumeBody() }, declared));
+    out.body = q;
+    // Registered now: uWS drops body data that arrives while no onData is set.
+    res.onData((ab, isLast) => {
+      if (out.gone) return;
+      // The ArrayBuffer is neutered when this returns: copy.
+      if (ab.byteLength > 0) q.push(Buffer.from(new Uint8Array(ab)));
+      if (isLast) q.end();
+    });
+  }
+
+  const request = new ListenerRequest('uws', method, path, query, headers, remoteAddress, body);
+  try {
+    const p = handler(request, out);
+    if (p && typeof p.then === 'function') p.then(undefined, (err: unknown) => out.fail(err));
+  } catch (err) {
+    out.fail(err);
+  }
+}
+
+export function listenUws(uws: Uws, handler: Handler, opts: ListenOptions, log?: Logger): Promise<Listener> {
+  const app: TemplatedApp = uws.App();
+  app.any('/*', (res, req) => onRequest(res, req, handler, log));
+  return new Promise((resolve, reject) => {
+    app.listen(opts.host, opts.port, (ls: us_listen_socket | false) => {
+      if (!ls) {
+        closeApp(uws, app, null);
+        reject(new Error(`uWebSockets.js cannot listen on ${opts.host}:${opts.port} (address in use or not available)`));
+        return;
+      }
+      const port = uws.us_socket_local_port(ls);
+      let closing: Promise<void> | null = null;
+      resolve({
+        kind: 'uws',
+        host: opts.host,
+        port,
+        close: () =>
+          (closing ??= new Promise<void>((done) => {
+            closeApp(uws, app, ls);
+            // uWS frees closed sockets at the end of its loop iteration.
+            setImmediate(done);
+          })),
+      });
+    });
+  });
+}
+
+/** app.close() (missing from the d.ts, present in this build) closes the listen socket and every open connection. */
+function closeApp(uws: Uws, app: TemplatedApp, ls: us_listen_socket | null): void {
+  const a = app as TemplatedApp & { close?: () => void };
+  if (typeof a.close === 'function') a.close();
+  else if (ls) uws.us_listen_socket_close(ls);
+}
