@@ -79,6 +79,17 @@ for (const server of LISTENERS) {
           res.setHeader('access-control-allow-origin', 'https://own.example');
           return res.end('own cors');
         }
+        if (req.url?.startsWith('/api/truncate')) {
+          // Head and part of a chunked body, then the upstream dies.
+          res.writeHead(200, { 'content-type': 'text/plain' });
+          res.write('partial-'.repeat(1000));
+          return void setTimeout(() => res.socket?.destroy(), 50);
+        }
+        if (req.url?.startsWith('/api/head')) {
+          res.setHeader('content-length', '1234');
+          res.setHeader('content-type', 'application/json');
+          return res.end(req.method === 'HEAD' ? undefined : 'x'.repeat(1234));
+        }
         if (req.url?.startsWith('/api/slow')) {
           return void setTimeout(() => res.end('late'), 3000);
         }
@@ -278,6 +289,24 @@ for (const server of LISTENERS) {
       assert.match(j.error, new RegExp(`upstream http://${up.address}/api did not answer within 0.3s`));
       assert.equal(j.state, 'upstream_timeout');
       assert.equal(r.headers['x-utilmeta-proxy-destination-base-url'], `http://${up.address}/api`);
+    });
+
+    it('cuts the client connection when the upstream dies mid-body (no silently short response)', async () => {
+      const r = await call(node, '/truncate', D);
+      assert.equal(r.statusCode, 200);
+      await assert.rejects(r.body.text(), 'the truncated body is an error for the client');
+      // The node keeps serving afterwards.
+      const ok = await call(node, '/hello', D);
+      assert.equal(await ok.body.text(), 'world');
+    });
+
+    it('relays HEAD with the upstream content-length and no body', async () => {
+      const r = await call(node, '/head', D, { method: 'HEAD' });
+      assert.equal(r.statusCode, 200);
+      assert.equal(r.headers['content-length'], '1234');
+      assert.equal((await r.body.text()).length, 0);
+      const again = await call(node, '/hello', D);
+      assert.equal(await again.body.text(), 'world', 'the keep-alive connection is still in sync');
     });
 
     it('rejects a request body over the limit with 413', async () => {

@@ -223,11 +223,8 @@ export class Upstream {
           }
           decorate(statusCode, out, target, retries);
           committed = true;
-          if (req.method === 'HEAD' || statusCode === 204 || statusCode === 304) {
-            res.writeHead(statusCode, out, length ?? 0);
-          } else {
-            res.writeHead(statusCode, out, length);
-          }
+          // HEAD / 204 / 304 carry no body; the listener reports the upstream's length, if any.
+          res.writeHead(statusCode, out, length);
         },
         onResponseData(controller, chunk) {
           if (!committed) return;
@@ -248,7 +245,7 @@ export class Upstream {
           if (committed) {
             // Headers are out: all we can do is cut the connection so the client
             // sees a truncated response rather than a silently short one.
-            res.end();
+            res.abort();
             finish({ kind: 'failed_after_commit', status, error: e });
           } else {
             finish({ kind: 'retry', error: e });

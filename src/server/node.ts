@@ -132,6 +132,12 @@ class NodeResponse implements ResponseWriter {
     this.finish();
   }
 
+  abort(): void {
+    if (this.gone || this.res.writableEnded) return;
+    this.ended = true;
+    this.res.destroy();
+  }
+
   fail(err: unknown): void {
     this.log?.error({ err }, 'request handler failed');
     if (this.gone || this.res.writableEnded) return;

@@ -57,6 +57,11 @@ export interface ResponseWriter {
   onDrain(cb: () => void): void;
   /** Ends the streamed response. */
   end(): void;
+  /**
+   * Cuts the connection without completing the response: for a body that failed
+   * after the head went out, so the client sees a truncated response, not a short one.
+   */
+  abort(): void;
 }
 
 export type Handler = (req: IncomingRequest, res: ResponseWriter) => void | Promise<void>;

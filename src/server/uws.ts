@@ -196,6 +196,12 @@ class UwsResponse implements ResponseWriter {
     else this.endNow();
   }
 
+  abort(): void {
+    if (this.gone || this.finished) return;
+    this.ended = true;
+    this.res.close();
+  }
+
   /** The handler threw or rejected. */
   fail(err: unknown): void {
     this.log?.error({ err }, 'request handler failed');
