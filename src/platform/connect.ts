@@ -102,8 +102,10 @@ export class Connector {
     const { repo, clusterKey, config } = this.deps;
     const baseUrl = config.supervisor.baseUrl!;
     for (const stale of await repo.findPending(service)) await repo.deleteWithCascade(stale.id);
-    // Any other pending row with this init_key is a leftover of a crashed connect
-    // (we hold the lock): it would catch the callback meant for this one.
+    // Every connect with the cluster key (this node's and the services') holds the
+    // lock from placeholder to completion, so any other pending row with this
+    // init_key is a leftover of a crashed connect: it would catch the callback meant
+    // for this one (save_supervisor binds the first row with the key).
     const others = await repo.sql<{ id: string }[]>`SELECT id::text AS id FROM utilmeta_supervisor WHERE node_id IS NULL AND init_key = ${clusterKey}`;
     for (const o of others) await repo.deleteWithCascade(o.id);
     const row = await repo.createPlaceholder({ service, baseUrl, initKey: clusterKey, opsApi });
@@ -134,7 +136,7 @@ export class Connector {
    * In-proxy connect of a registering service whose Service row has no node id
    * (§3.6.2), then the resource upload. Returns the node id.
    */
-  async connectService(p: { serviceId: string; service: string; opsApi: string; metadata: PyValue | Record<string, unknown>; resourcesJson: string | null }): Promise<string> {
+  async connectService(p: { serviceId: string; service: string; opsApi: string; metadata: PyValue | Record<string, unknown>; resourcesJson: string | null; resourcesEtag?: string | null }): Promise<string> {
     const { repo, db, log } = this.deps;
     const row = await this.exclusive(async () => {
       // Another node may have connected it while we waited for the lock.
@@ -154,7 +156,9 @@ export class Connector {
       return saved;
     });
     await this.deps.onRegistryChange?.();
-    if (p.resourcesJson !== null) await this.syncResources(p.service, row.node_id!, p.resourcesJson, null, false);
+    // No pre-check (§3.6.2 step 7), but remember the digest once accepted, so the next
+    // registration with the same document uploads nothing.
+    if (p.resourcesJson !== null) await this.syncResources(p.service, row.node_id!, p.resourcesJson, p.resourcesEtag ?? null, false);
     return row.node_id!;
   }
 

@@ -152,7 +152,7 @@ export function createPlatformLink(config: Config, db: Database, log: Logger, op
         if (!inst.node_id) {
           await connector.connectService({
             serviceId: inst.service_id, service: inst.service_name, opsApi: reg.opsApi,
-            metadata: serviceMetadata(reg) as Record<string, unknown>, resourcesJson: reg.resourcesJson,
+            metadata: serviceMetadata(reg) as Record<string, unknown>, resourcesJson: reg.resourcesJson, resourcesEtag: reg.resourcesEtag,
           });
         } else if (reg.resourcesJson !== null) {
           await connector.syncResources(inst.service_name, inst.node_id, reg.resourcesJson, reg.resourcesEtag);
@@ -171,6 +171,14 @@ export function createPlatformLink(config: Config, db: Database, log: Logger, op
     connectInBackground() {
       if (!connector || background) return;
       const opsApi = `${config.baseUrl}/ops`;
+      const host = new URL(opsApi).hostname.replace(/^\[|\]$/g, '');
+      if (config.production && (host === 'localhost' || host === '::1' || host.startsWith('127.'))) {
+        // §1.6: the platform cannot call a loopback OperationsAPI. Outside production a
+        // loopback BASE_URL is allowed (a platform on the same machine, and the tests).
+        state.error = `BASE_URL ${config.baseUrl} is a loopback address: the platform cannot reach ${opsApi}`;
+        log.error(state.error + '; not connecting this node');
+        return;
+      }
       background = (async () => {
         // LOAD_TIMEOUT: wait until our OperationsAPI answers at its public URL (the
         // platform will call it there); go on regardless, the connect retries.
