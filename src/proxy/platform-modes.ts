@@ -8,7 +8,9 @@
 //     cluster token also by aud and cluster id (§6.17);
 //   * the first callback for a node without a row is only let through for a
 //     service that has a pending placeholder row (§6.17);
-//   * forward targets pass the trust check, so a tampered row cannot redirect (§3.1).
+//   * forward targets pass the trust check, so a tampered row cannot redirect (§3.1);
+//   * a wrong X-UtilMeta-Cluster-Id is 403 `cluster_mismatch` (the original said 404);
+//   * a missing node id is 400 `node_required` (the original said 404).
 import type { Config } from '../config/index.ts';
 import { HttpError } from '../server/http.ts';
 import { isPrivateIp } from '../access/client-ip.ts';

@@ -565,7 +565,9 @@ export class PlatformSim {
     this.nodes.set(id, node);
 
     let mode: 'proxy' | 'direct' | null = null;
-    if (this.callbackMode === 'proxy' || (this.callbackMode === 'auto' && via === 'cluster' && this.proxyBaseUrl)) mode = 'proxy';
+    // The proxy's own node publishes its ops_api at {proxy}/ops: the platform reaches it directly.
+    const ownNode = this.proxyBaseUrl !== undefined && node.opsApi.replace(/\/+$/, '') === `${this.proxyBaseUrl.replace(/\/+$/, '')}/ops`;
+    if (this.callbackMode === 'proxy' || (this.callbackMode === 'auto' && via === 'cluster' && this.proxyBaseUrl && !ownNode)) mode = 'proxy';
     else if (this.callbackMode === 'direct' || this.callbackMode === 'auto') mode = 'direct';
     const reached = mode ? await this.callback(node, mode) : false;
     // Like the real platform (inferred from the utilmeta mock): null when the node saved the
