@@ -428,3 +428,34 @@ for (const server of LISTENERS) {
     });
   });
 }
+
+for (const server of LISTENERS) {
+  describe(`trusted proxies (${server} listener)`, () => {
+    it('believes X-Forwarded-For only from a trusted peer, appends the chain, and judges PRIVATE by the real client', async () => {
+      const dbs = freshDatabases();
+      const node = await startTestNode(server, dbs, { UTILMETA_PROXY_TRUSTED_PROXIES: '127.0.0.1', UTILMETA_PROXY_PRIVATE: 'true' });
+      const up = await startUpstream();
+      try {
+        await register(node, 'tp', up.address);
+        const H = { 'x-utilmeta-proxy-type': 'discovery', 'x-utilmeta-service-name': 'tp' };
+        // Through a trusted front proxy (the test client on 127.0.0.1) for an internal client:
+        const inside = await call(node, '/echo', { ...H, 'x-forwarded-for': '10.1.2.3' });
+        assert.equal(inside.statusCode, 200);
+        const e = (await inside.body.json()) as Echo;
+        assert.equal(e.headers.find(([k]) => k === 'x-forwarded-for')?.[1], '10.1.2.3, 127.0.0.1');
+        // …and for a public client: PRIVATE refuses it, naming the address it believed.
+        const outside = await call(node, '/echo', { ...H, 'x-forwarded-for': '203.0.113.7' });
+        assert.equal(outside.statusCode, 403);
+        assert.match(((await outside.body.json()) as { error: string }).error, /203\.0\.113\.7/);
+        // Registration is held to the same rule.
+        const reg = await request(`${node.origin}/api/registry`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-forwarded-for': '203.0.113.7' }, body: '{}' });
+        assert.equal(reg.statusCode, 403);
+        await reg.body.dump();
+      } finally {
+        await node.close();
+        await up.close();
+        await dbs.drop();
+      }
+    });
+  });
+}

@@ -31,7 +31,10 @@ function trusted(list: BlockList, ip: string): boolean {
  * from the right, skipping trusted hops, and take the first untrusted address
  * (X-Real-IP when there is no X-Forwarded-For).
  */
-export function clientIp(peer: string, xff: string | undefined, xRealIp: string | undefined, trustedProxies: BlockList): string {
+export function clientIp(peer: string, xff: string | undefined, xRealIp: string | undefined, trustedProxies: BlockList | null): string {
+  // The usual case: no trusted proxies, the peer is the client (and BlockList.check
+  // would build a SocketAddress per request for nothing).
+  if (trustedProxies === null) return peer.startsWith('::ffff:') ? normalizeIp(peer) : peer;
   const p = normalizeIp(peer);
   if (!trusted(trustedProxies, p)) return p;
   if (xff) {

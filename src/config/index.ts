@@ -20,8 +20,8 @@ export interface Config {
   production: boolean;
   private: boolean;
   validateForwardIps: boolean;
-  /** Peers whose X-Forwarded-For / X-Real-IP are believed (spec §6.19). */
-  trustedProxies: BlockList;
+  /** Peers whose X-Forwarded-For / X-Real-IP are believed (spec §6.19); null when none. */
+  trustedProxies: BlockList | null;
   trustedProxiesText: string[];
   bodyLimit: number;
   defaultTimeout: number; // seconds
@@ -166,7 +166,7 @@ export function parseConfig(env: Env, envFile: string | null = null): Config {
     production: r.bool('PRODUCTION', false),
     private: r.bool('PRIVATE', false),
     validateForwardIps: r.bool('VALIDATE_FORWARD_IPS', false),
-    trustedProxies: trusted,
+    trustedProxies: trustedText.length ? trusted : null,
     trustedProxiesText: trustedText,
     bodyLimit: r.int('BODY_LIMIT', 10 * 1024 * 1024, 1024, 2 ** 31),
     defaultTimeout,

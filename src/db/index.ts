@@ -3,7 +3,7 @@
 import postgres from 'postgres';
 import type { Logger } from 'pino';
 import { createClient, DbError, errorCode, targetLabel, wrapDbError, type DbTarget } from './client.ts';
-import { startEmbedded, type EmbeddedServer } from './embedded.ts';
+import type { EmbeddedServer } from './embedded.ts';
 import { detectOps, detectRegistry, migrateOps, migrateRegistry, MIGRATE_LOCK_KEY, type OpsState, type RegistryState } from './migrate.ts';
 
 export { DbError } from './client.ts';
@@ -115,6 +115,8 @@ async function openEmbedded(cfg: DbConfig, log: Logger): Promise<Database> {
   // so two client connections interleave their Parse/Bind/Execute and can receive each
   // other's rows (verified with 0.2.17). One pooled connection avoids that; PGlite
   // executes one statement at a time anyway. maxConnections leaves room for reconnects.
+  // Loaded only here: PGlite's WASM adds ~40 MiB to a process that uses PostgreSQL.
+  const { startEmbedded } = await import('./embedded.ts');
   const emb: EmbeddedServer = await startEmbedded(cfg.dataDir, Math.max(cfg.poolSize, 1) + 2, log);
   const target: DbTarget = { host: emb.host, port: emb.port, user: 'postgres', database: 'postgres', embeddedDir: cfg.dataDir };
   const client = createClient({ ...target, password: '', ssl: false, max: 1 }, log);

@@ -83,12 +83,26 @@ export class Metrics {
     });
   }
 
+  // Label children cached by key: prom-client hashes a label object on every call otherwise.
+  private requestChildren = new Map<string, client.Counter.Internal>();
+  private durationChildren = new Map<string, client.Histogram.Internal<'type'>>();
+  private upstreamChildren = new Map<string, client.Histogram.Internal<'type'>>();
+
   /** Called once per proxied request (from the proxy's result hook). */
   observe(rec: ProxyLogRecord): void {
     const method = METHODS.has(rec.method) ? rec.method : 'OTHER';
-    this.requests.inc({ type: rec.type, method, status: String(rec.status) });
-    this.durationSeconds.observe({ type: rec.type }, rec.durationMs / 1000);
-    if (rec.upstreamMs !== undefined) this.upstreamSeconds.observe({ type: rec.type }, rec.upstreamMs / 1000);
+    const key = `${rec.type} ${method} ${rec.status}`;
+    let req = this.requestChildren.get(key);
+    if (!req) this.requestChildren.set(key, (req = this.requests.labels(rec.type, method, String(rec.status))));
+    req.inc();
+    let dur = this.durationChildren.get(rec.type);
+    if (!dur) this.durationChildren.set(rec.type, (dur = this.durationSeconds.labels(rec.type)));
+    dur.observe(rec.durationMs / 1000);
+    if (rec.upstreamMs !== undefined) {
+      let up = this.upstreamChildren.get(rec.type);
+      if (!up) this.upstreamChildren.set(rec.type, (up = this.upstreamSeconds.labels(rec.type)));
+      up.observe(rec.upstreamMs / 1000);
+    }
     if (rec.retries > 0) {
       this.retries.inc({ type: rec.type }, rec.retries);
       if (rec.errorKind === undefined) this.failovers.inc({ type: rec.type });
