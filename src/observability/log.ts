@@ -11,27 +11,47 @@ export const SECRET_NAMES = [
   'proxy-authorization', 'cluster_key', 'cluster-key', 'node-key', 'node_key', 'x-proxy-token', 'init_key',
 ];
 
+// Field and header names repeat endlessly: remember the verdict per name.
+const verdicts = new Map<string, boolean>();
+
 export function isSecretName(name: string): boolean {
-  const l = name.toLowerCase();
-  return SECRET_NAMES.some((s) => l.includes(s));
+  let v = verdicts.get(name);
+  if (v === undefined) {
+    const l = name.toLowerCase();
+    v = SECRET_NAMES.some((s) => l.includes(s));
+    if (verdicts.size > 10_000) verdicts.clear();
+    verdicts.set(name, v);
+  }
+  return v;
 }
 
-/** Deep copy with every field whose name looks secret replaced by '[redacted]'. */
+const REDACTED = '[redacted]';
+
+/**
+ * Every field (or [name, value] header pair) whose name looks secret replaced by
+ * '[redacted]', at any depth. Returns the value itself when nothing needs hiding,
+ * so the per-request log line costs no copy.
+ */
 export function redact(value: unknown, depth = 0): unknown {
-  if (depth > 8 || value === null || typeof value !== 'object') return value;
+  if (depth > 8 || value === null || typeof value !== 'object' || value instanceof Error) return value;
   if (Array.isArray(value)) {
-    // header pair lists: [name, value]
     if (value.length === 2 && typeof value[0] === 'string' && typeof value[1] === 'string' && isSecretName(value[0])) {
-      return [value[0], '[redacted]'];
+      return [value[0], REDACTED];
     }
-    return value.map((v) => redact(v, depth + 1));
+    let out: unknown[] | null = null;
+    for (let i = 0; i < value.length; i++) {
+      const r = redact(value[i], depth + 1);
+      if (r !== value[i]) (out ??= value.slice())[i] = r;
+    }
+    return out ?? value;
   }
-  if (value instanceof Error) return value;
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
-    out[k] = isSecretName(k) ? '[redacted]' : redact(v, depth + 1);
+  let out: Record<string, unknown> | null = null;
+  for (const k in value as Record<string, unknown>) {
+    const v = (value as Record<string, unknown>)[k];
+    const r = isSecretName(k) ? REDACTED : redact(v, depth + 1);
+    if (r !== v) (out ??= { ...(value as Record<string, unknown>) })[k] = r;
   }
-  return out;
+  return out ?? value;
 }
 
 export interface LogOptions {
