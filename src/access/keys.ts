@@ -12,6 +12,7 @@
 // `key_ops` members (jwcrypto does not let them block verification either).
 
 import { calculateJwkThumbprint, importJWK, type JWK } from 'jose';
+import { createPublicKey, type JsonWebKey, type KeyObject } from 'node:crypto';
 
 export type { JWK };
 
@@ -105,6 +106,24 @@ export class KeyEntry {
   /** Thumbprint of the public part (RFC 7638 ignores private members). */
   thumbprint(): Promise<string> {
     return (this.kid ??= thumbprint(this.jwk));
+  }
+
+  private publicKeyObject: KeyObject | undefined;
+
+  /**
+   * The public half as a node:crypto KeyObject, for the synchronous signature check
+   * on the hot path (see verifySignature in jwt.ts). Throws KeyError for < 2048 bits.
+   */
+  keyObject(): KeyObject {
+    if (!this.publicKeyObject) {
+      const k = createPublicKey({ key: rsaMaterial(this.jwk, false) as JsonWebKey, format: 'jwk' });
+      const bits = k.asymmetricKeyDetails?.modulusLength;
+      if (k.asymmetricKeyType !== 'rsa' || typeof bits !== 'number' || bits < 2048) {
+        throw new KeyError(`RSA key is ${bits ?? 'not an RSA key of known size'} bits; at least 2048 are required`);
+      }
+      this.publicKeyObject = k;
+    }
+    return this.publicKeyObject;
   }
 
   /** The CryptoKey for `alg`; `usePrivate` selects the private half (sign / decrypt). */
