@@ -20,6 +20,7 @@ import { PlatformSim, generateRsaKeyPair, signJwt, type RecordedRequest } from '
 import { FakeService, FORWARD_FIXTURE } from './support/fake-service.ts';
 import type { StartOptions } from '../src/runtime/index.ts';
 import type { ListenerKind } from '../src/server/types.ts';
+import { call, until } from './support/http.ts';
 
 const CLUSTER = 'cluster-1';
 const PROXY_NODE = 'utilmeta-proxy';
@@ -32,40 +33,8 @@ const FAST: StartOptions = {
   },
 };
 
-interface Reply {
-  status: number;
-  headers: Record<string, string | string[] | undefined>;
-  text: string;
-  json: any; // eslint-disable-line @typescript-eslint/no-explicit-any
-}
 
-async function call(url: string, opts: { method?: string; headers?: Record<string, string>; body?: string } = {}): Promise<Reply> {
-  const r = await request(url, { method: (opts.method ?? 'GET') as 'GET', headers: opts.headers, body: opts.body });
-  const text = await r.body.text();
-  let json: unknown;
-  try {
-    json = text ? JSON.parse(text) : undefined;
-  } catch {
-    json = undefined;
-  }
-  return { status: r.statusCode, headers: r.headers, text, json };
-}
 
-/** Polls `fn` until it returns a truthy value; fails with `what` after the deadline. */
-async function until<T>(what: string, fn: () => T | Promise<T>, timeoutMs = 15_000): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v as NonNullable<T>;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 const header = (rec: RecordedRequest, name: string) => rec.rawHeaders.find(([n]) => n === name)?.[1];
 

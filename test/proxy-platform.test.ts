@@ -17,6 +17,7 @@ import { freshDatabases, startTestNode, LISTENERS, type TestDatabases, type Test
 import { insertInstanceResource, registrationBody } from './support/ops.ts';
 import { startUpstream, type TestUpstream } from './support/upstream.ts';
 import { serializeJwk, parseJwk } from '../src/access/keys.ts';
+import { call, until } from './support/http.ts';
 
 interface Vectors {
   cluster_public_jwk: Record<string, unknown>;
@@ -39,27 +40,7 @@ const REJECTS: Record<string, { status: number; state: string }> = {
   not_before_future: { status: 400, state: 'token_invalid' },
 };
 
-async function call(url: string, opts: { method?: string; headers?: Record<string, string>; body?: string } = {}) {
-  const r = await request(url, { method: (opts.method ?? 'GET') as 'GET', headers: opts.headers, body: opts.body });
-  const text = await r.body.text();
-  let json: any; // eslint-disable-line @typescript-eslint/no-explicit-any
-  try {
-    json = text ? JSON.parse(text) : undefined;
-  } catch {
-    json = undefined;
-  }
-  return { status: r.statusCode, headers: r.headers, text, json };
-}
 
-async function until<T>(what: string, fn: () => T | Promise<T>, timeoutMs = 15_000): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v as NonNullable<T>;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 let previous: Dispatcher;
 let mock: MockAgent;
