@@ -1,6 +1,7 @@
 // Pieces shared by the uWS and node:http adapters, so that both present exactly
 // the same request/response behaviour to the handler.
 import { STATUS_CODES } from 'node:http';
+import type { Logger } from 'pino';
 import { BodyTooLargeError, type HeaderList, type IncomingRequest, type ListenerKind } from './types.ts';
 
 const statusLines: string[] = [];
@@ -299,6 +300,15 @@ export class ClientAbortedError extends Error {
   readonly code = 'ECONNRESET';
   constructor() {
     super('client aborted the request');
+  }
+}
+
+/** Runs a handler callback; a throw is logged instead of tearing down the listener. */
+export function runSafely(cb: () => void, log?: Logger): void {
+  try {
+    cb();
+  } catch (err) {
+    log?.error({ err }, 'response callback failed');
   }
 }
 

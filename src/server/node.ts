@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import type { Handler, HeaderList, ListenOptions, Listener, ResponseWriter } from './types.ts';
 import {
+  runSafely,
   BodyQueue,
   ClientAbortedError,
   ListenerRequest,
@@ -167,19 +168,12 @@ class NodeResponse implements ResponseWriter {
     this.body?.fail(new ClientAbortedError());
     const cbs = this.abortCbs;
     this.abortCbs = null;
-    if (cbs) for (const cb of cbs) this.safely(cb);
+    if (cbs) for (const cb of cbs) runSafely(cb, this.log);
     const d = this.drainCb;
     this.drainCb = null;
-    if (d) this.safely(d);
+    if (d) runSafely(d, this.log);
   }
 
-  private safely(cb: () => void): void {
-    try {
-      cb();
-    } catch (err) {
-      this.log?.error({ err }, 'response callback failed');
-    }
-  }
 }
 
 function onRequest(req: IncomingMessage, res: ServerResponse, handler: Handler, log: Logger | undefined): void {

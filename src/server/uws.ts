@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket } from 'uWebSockets.js';
 import type { Handler, HeaderList, ListenOptions, Listener, ResponseWriter } from './types.ts';
 import {
+  runSafely,
   BodyQueue,
   ClientAbortedError,
   ListenerRequest,
@@ -349,20 +350,13 @@ class UwsResponse implements ResponseWriter {
     this.body?.fail(new ClientAbortedError());
     const cbs = this.finished ? null : this.abortCbs;
     this.abortCbs = null;
-    if (cbs) for (const cb of cbs) this.safely(cb);
+    if (cbs) for (const cb of cbs) runSafely(cb, this.log);
     // Release a writer parked on onDrain: it will see `aborted` and stop.
     const d = this.drainCb;
     this.drainCb = null;
-    if (d) this.safely(d);
+    if (d) runSafely(d, this.log);
   }
 
-  private safely(cb: () => void): void {
-    try {
-      cb();
-    } catch (err) {
-      this.log?.error({ err }, 'response callback failed');
-    }
-  }
 
   /** uWS source of a request body: pause/resume the socket while nothing else is in flight. */
   pauseBody(): void {
