@@ -408,6 +408,31 @@ for (const server of LISTENERS) {
       assert.equal(j.state, 'upstream_refused');
     });
 
+    it('bounds the connect phase by the request timeout too (504, not the 10 s connect timeout)', async () => {
+      // A TCP server that accepts and never speaks TLS: undici stays in its connect phase.
+      const net = await import('node:net');
+      const sockets = new Set<import('node:net').Socket>();
+      const silent = net.createServer((s) => sockets.add(s));
+      await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+      const port = (silent.address() as import('node:net').AddressInfo).port;
+      try {
+        const res = await insertInstanceResource(node.db.ops, { service: 'tls-hang', address: `127.0.0.1:${port}` });
+        const body = { ...registrationBody({ name: 'tls-hang', address: `127.0.0.1:${port}`, instanceId: res.id }), base_url: `https://127.0.0.1:${port}/api` };
+        const reg = await request(`${node.origin}/api/registry`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+        assert.equal(reg.statusCode, 200, await reg.body.text());
+        const started = Date.now();
+        const r = await call(node, '/x', { 'x-utilmeta-proxy-type': 'discovery', 'x-utilmeta-service-name': 'tls-hang', 'x-utilmeta-request-timeout': '0.5' });
+        const j = (await r.body.json()) as { error: string; state: string };
+        assert.equal(r.statusCode, 504);
+        assert.equal(j.state, 'upstream_timeout');
+        assert.match(j.error, /did not answer within 0\.5s/);
+        assert.ok(Date.now() - started < 5000, 'answered long before the 10 s connect timeout');
+      } finally {
+        for (const s of sockets) s.destroy();
+        await new Promise<void>((r) => silent.close(() => r()));
+      }
+    });
+
     it('keeps proxying known instances while the database is unreachable', async () => {
       const sql = adminSql();
       try {

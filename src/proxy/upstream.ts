@@ -183,12 +183,23 @@ export class Upstream {
       let settled = false;
       let status = 0;
       let ctrl: Dispatcher.DispatchController | null = null;
+      let headTimer: NodeJS.Timeout | null = null;
       const finish = (v: Parameters<typeof resolve>[0]) => {
+        if (headTimer) clearTimeout(headTimer);
         if (!settled) {
           settled = true;
           resolve(v);
         }
       };
+      // The request timeout bounds the whole wait for the response head, connect
+      // included: undici's headersTimeout only starts once the socket is connected.
+      headTimer = setTimeout(() => {
+        headTimer = null;
+        if (committed || settled) return;
+        const err = new UpstreamError('timeout', `upstream ${target.baseUrl} did not answer within ${Math.round(req.timeoutMs) / 1000}s`, target.baseUrl);
+        finish({ kind: 'retry', error: err });
+        ctrl?.abort(err);
+      }, req.timeoutMs);
       live.abort = () => {
         ctrl?.abort(new Error('client aborted'));
         finish({ kind: 'failed_after_commit', status: 499, error: new UpstreamError('client_aborted', 'client went away', target.baseUrl) });
@@ -196,10 +207,15 @@ export class Upstream {
       const handler: Dispatcher.DispatchHandler = {
         onRequestStart(controller) {
           ctrl = controller;
-          if (res.aborted) controller.abort(new Error('client aborted'));
+          if (res.aborted || settled) controller.abort(new Error(settled ? 'attempt ended' : 'client aborted'));
         },
         onResponseStart(controller, statusCode, headers) {
           if (statusCode < 200) return; // 1xx informational: wait for the final response
+          if (settled) return; // timed out already
+          if (headTimer) {
+            clearTimeout(headTimer);
+            headTimer = null;
+          }
           status = statusCode;
           if (canRetry && RETRY_STATUSES.has(statusCode)) {
             // Discard this response and fail over; nothing has reached the client.
