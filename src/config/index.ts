@@ -8,6 +8,9 @@ import type { DbConfig } from '../db/index.ts';
 
 export const PREFIX = 'UTILMETA_PROXY_';
 
+/** UtilMeta operations spec version this node speaks (spec Appendix A). */
+export const SPEC_VERSION = '0.4.0';
+
 export class ConfigError extends Error {}
 
 export interface Config {

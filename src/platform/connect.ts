@@ -8,7 +8,7 @@
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import type postgres from 'postgres';
-import type { Config } from '../config/index.ts';
+import { SPEC_VERSION, type Config } from '../config/index.ts';
 import type { Database } from '../db/index.ts';
 import { dumpsJs, type PyValue } from '../pyjson/index.ts';
 import { SupervisorClient, SupervisorError, RawJson, type SupervisorData, type ResourcesData } from './client.ts';
@@ -16,7 +16,6 @@ import { SupervisorRepository, type SupervisorRow } from './supervisors.ts';
 import { REGISTRY_CHANNEL } from '../registry/cache.ts';
 
 export const PROXY_SERVICE_NAME = 'utilmeta-proxy';
-export const SPEC_VERSION = '0.4.0';
 
 /** A connect or sync that failed; the registration answers with its message. */
 export class PlatformError extends Error {

@@ -12,7 +12,8 @@ import { parse, toPlain, PyJsonError } from '../pyjson/index.ts';
 import type { SupervisorRepository, SupervisorRow } from './supervisors.ts';
 import type { AccessTokenStore } from './tokens-store.ts';
 import type { SupervisorData } from './client.ts';
-import { PROXY_SERVICE_NAME, SPEC_VERSION } from './connect.ts';
+import { PROXY_SERVICE_NAME } from './connect.ts';
+import { SPEC_VERSION } from '../config/index.ts';
 
 class OpsError extends Error {
   constructor(readonly status: number, message: string, readonly state: string | number = 0) {

@@ -4,7 +4,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Handler, HeaderList, IncomingRequest, ResponseWriter } from './types.ts';
 import { HttpError, corsHeaders, errorBody, sendJson, sendPreflight } from './http.ts';
-import type { Config } from '../config/index.ts';
+import { SPEC_VERSION, type Config } from '../config/index.ts';
 import { clientIp, isPrivateIp, sameIp } from '../access/client-ip.ts';
 import type { ProxyHandler } from '../proxy/index.ts';
 import { toHttpError } from '../proxy/index.ts';
@@ -13,7 +13,6 @@ import type { RegistryStore, RegisterResult } from '../registry/store.ts';
 import { registryResponse } from '../registry/store.ts';
 import { parseRegistration, type Registration } from '../registry/registration.ts';
 
-export const SPEC_VERSION = '0.4.0';
 const PROXY_METHODS = 'GET, POST, PATCH, PUT, DELETE, HEAD, OPTIONS';
 
 export interface Readiness {
