@@ -1,6 +1,7 @@
 // Client IP derivation with a trusted-proxy model (spec §6.19: the original took
 // the leftmost X-Forwarded-For entry from anyone, so every IP check was spoofable).
 import { BlockList, isIP } from 'node:net';
+import type { IncomingRequest } from '../server/types.ts';
 
 const PRIVATE = new BlockList();
 for (const [net, bits] of [['10.0.0.0', 8], ['172.16.0.0', 12], ['192.168.0.0', 16], ['127.0.0.0', 8], ['169.254.0.0', 16], ['100.64.0.0', 10]] as const) {
@@ -46,6 +47,11 @@ export function clientIp(peer: string, xff: string | undefined, xRealIp: string 
   }
   if (xRealIp && isIP(normalizeIp(xRealIp))) return normalizeIp(xRealIp);
   return p;
+}
+
+/** The client IP of a request under the trusted-proxy model. */
+export function requestClientIp(req: IncomingRequest, trustedProxies: BlockList | null): string {
+  return clientIp(req.remoteAddress, req.header('x-forwarded-for'), req.header('x-real-ip'), trustedProxies);
 }
 
 /** Compares two textual IPs by value, so '::1' equals '0:0:0:0:0:0:0:1' (spec §6.19). */

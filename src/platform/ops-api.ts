@@ -5,7 +5,7 @@
 import type { Logger } from 'pino';
 import type { IncomingRequest, ResponseWriter, HeaderList } from '../server/types.ts';
 import { corsHeaders } from '../server/http.ts';
-import { clientIp } from '../access/client-ip.ts';
+import { requestClientIp } from '../access/client-ip.ts';
 import type { Config } from '../config/index.ts';
 import { extractToken, verifyToken, parseScope, hasScopes, type TokenFailure } from '../access/jwt.ts';
 import { parse, toPlain, PyJsonError } from '../pyjson/index.ts';
@@ -58,7 +58,7 @@ export function createOpsApi(deps: OpsApiDeps) {
         continue;
       }
       const { scopes } = parseScope(r.claims.scope);
-      const ip = clientIp(req.remoteAddress, req.header('x-forwarded-for'), req.header('x-real-ip'), config.trustedProxies);
+      const ip = requestClientIp(req, config.trustedProxies);
       const used = await tokens.recordUse(row.id, r.claims as never, ip);
       if (!used.ok) throw new OpsError(used.status, used.message, used.state);
       if (required.length && !hasScopes(required, scopes)) throw new OpsError(403, `insufficient scope: requires ${required.join(', ')}`, 'insufficient_scope');

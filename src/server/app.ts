@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import type { Handler, HeaderList, IncomingRequest, ResponseWriter } from './types.ts';
 import { HttpError, corsHeaders, errorBody, sendJson, sendPreflight } from './http.ts';
 import { SPEC_VERSION, type Config } from '../config/index.ts';
-import { clientIp, isPrivateIp, sameIp } from '../access/client-ip.ts';
+import { requestClientIp, isPrivateIp, sameIp } from '../access/client-ip.ts';
 import type { ProxyHandler } from '../proxy/index.ts';
 import { toHttpError } from '../proxy/index.ts';
 import type { RegistryCache } from '../registry/cache.ts';
@@ -39,8 +39,7 @@ const REQUEST_ID = /^[\w.:@/+=-]{1,128}$/;
 
 export function createApp(deps: AppDeps): Handler {
   const { config, log } = deps;
-  const ipOf = (req: IncomingRequest) =>
-    clientIp(req.remoteAddress, req.header('x-forwarded-for'), req.header('x-real-ip'), config.trustedProxies);
+  const ipOf = (req: IncomingRequest) => requestClientIp(req, config.trustedProxies);
 
   const debug = log.isLevelEnabled('debug');
   return (req, res) => {
