@@ -110,7 +110,7 @@ export class Connector {
     const row = await repo.createPlaceholder({ service, baseUrl, initKey: clusterKey, opsApi });
     try {
       const client = this.client({ clusterKey });
-      const resp = await client.addNode(metadata instanceof RawJson ? metadata : metadata);
+      const resp = await client.addNode(metadata);
       if (!resp.ok) throw new PlatformError(`platform refused to add node for '${service}': ${resp.msg || `HTTP ${resp.status}`}`);
       let saved: SupervisorRow | null;
       if (resp.result && typeof resp.result === 'object') {
