@@ -233,13 +233,28 @@ export class RegistryStore {
         SELECT ${this.registry.unsafe(INSTANCE_COLUMNS)} FROM utilmeta_instance i
         JOIN utilmeta_service s ON s.id = i.service_id WHERE i.service_id IN ${this.registry(ids)} ORDER BY i.id`,
     ]);
+    // One pass each instead of a filter per service (quadratic with thousands of services).
+    const namesOf = new Map<string, string[]>();
+    for (const n of names) {
+      const k = String(n.service_id);
+      const list = namesOf.get(k) ?? [];
+      list.push(String(n.name));
+      namesOf.set(k, list);
+    }
+    const instancesOf = new Map<string, InstanceRecord[]>();
+    for (const i of instances) {
+      const k = String(i.service_id);
+      const list = instancesOf.get(k) ?? [];
+      list.push(toRecord(i));
+      instancesOf.set(k, list);
+    }
     return services.map((s) => ({
       id: String(s.id),
       name: String(s.name),
       node_id: (s.node_id as string | null) ?? null,
-      names: names.filter((n) => String(n.service_id) === String(s.id)).map((n) => String(n.name)),
+      names: namesOf.get(String(s.id)) ?? [],
       created_time: formatTime(s.created_time as Date),
-      instances: instances.filter((i) => String(i.service_id) === String(s.id)).map(toRecord),
+      instances: instancesOf.get(String(s.id)) ?? [],
     }));
   }
 
