@@ -303,6 +303,18 @@ export class ClientAbortedError extends Error {
   }
 }
 
+/**
+ * The part of `chunk` that still fits a declared content-length (`total` < 0: no
+ * declared length, all of it). Never send more than declared: the surplus would
+ * corrupt the next response on the keep-alive connection. null when nothing fits.
+ */
+export function withinDeclared(chunk: Buffer, total: number, accepted: number): Buffer | null {
+  if (total < 0) return chunk;
+  const room = total - accepted;
+  if (room <= 0) return null;
+  return chunk.length > room ? chunk.subarray(0, room) : chunk;
+}
+
 /** Runs a handler callback; a throw is logged instead of tearing down the listener. */
 export function runSafely(cb: () => void, log?: Logger): void {
   try {

@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import type { Handler, HeaderList, ListenOptions, Listener, ResponseWriter } from './types.ts';
 import {
   runSafely,
+  withinDeclared,
   BodyQueue,
   ClientAbortedError,
   ListenerRequest,
@@ -105,13 +106,10 @@ class NodeResponse implements ResponseWriter {
     if (!this.started) this.writeHead(200, NO_HEADERS);
     if (this.ended) return true;
     if (chunk.length === 0) return !this.waiting;
-    if (this.total >= 0) {
-      const room = this.total - this.accepted;
-      if (room <= 0) return !this.waiting;
-      if (chunk.length > room) chunk = chunk.subarray(0, room);
-      this.accepted += chunk.length;
-    }
-    const ok = this.res.write(chunk);
+    const fit = withinDeclared(chunk, this.total, this.accepted);
+    if (fit === null) return !this.waiting;
+    this.accepted += fit.length;
+    const ok = this.res.write(fit);
     if (!ok && !this.waiting) {
       this.waiting = true;
       this.res.once('drain', () => this.handleDrain());

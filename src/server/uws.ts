@@ -7,6 +7,7 @@ import type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket } from '
 import type { Handler, HeaderList, ListenOptions, Listener, ResponseWriter } from './types.ts';
 import {
   runSafely,
+  withinDeclared,
   BodyQueue,
   ClientAbortedError,
   ListenerRequest,
@@ -172,14 +173,10 @@ class UwsResponse implements ResponseWriter {
     if (this.gone || this.ended) return true;
     if (!this.started) this.writeHead(200, NO_HEADERS);
     if (chunk.length === 0) return !this.waiting;
-    if (this.total >= 0) {
-      // Never send more than the declared length: it would corrupt the keep-alive stream.
-      const room = this.total - this.accepted;
-      if (room <= 0) return !this.waiting;
-      if (chunk.length > room) chunk = chunk.subarray(0, room);
-      this.accepted += chunk.length;
-    }
-    this.pending.push(chunk);
+    const fit = withinDeclared(chunk, this.total, this.accepted);
+    if (fit === null) return !this.waiting;
+    this.accepted += fit.length;
+    this.pending.push(fit);
     if (this.waiting) return false;
     let ok = false;
     this.res.cork(() => {
