@@ -169,7 +169,7 @@ for (const server of LISTENERS) {
 
       // readyz shows what `utilmeta-proxy check` needs: ready and platform connected
       const ready = await call(`${c.node.origin}/api/readyz`);
-      assert.equal(ready.status, 200);
+      assert.equal(ready.status, 200, ready.text);
       assert.equal(ready.json.platform.configured, true);
       assert.equal(ready.json.platform.connected, true);
       assert.equal(ready.json.platform.node_id, proxyNode);

@@ -3,7 +3,7 @@
 import { lookup } from 'node:dns/promises';
 import type { Logger } from 'pino';
 import type { Config } from '../config/index.ts';
-import { openDatabase, migrate, migrationStatus, type Database } from '../db/index.ts';
+import { openDatabase, migrate, migrationStatus, type Database, type MigrationStatus } from '../db/index.ts';
 import { RegistryCache } from '../registry/cache.ts';
 import { RegistryStore } from '../registry/store.ts';
 import { ProxyHandler } from '../proxy/index.ts';
@@ -49,6 +49,16 @@ async function isPublicHost(baseUrl: string): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+/** Rejects with `message` when `p` takes longer than `ms`. */
+function within<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(message)), ms);
+    timer.unref();
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }
 
 export async function startNode(config: Config, log: Logger, opts: StartOptions = {}): Promise<ProxyNode> {
@@ -97,6 +107,7 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
       },
     });
     const store = new RegistryStore(db.registry, db.ops);
+    let migrations: { at: number; status: MigrationStatus } | null = null;
     const deps: AppDeps = {
       config,
       log,
@@ -108,10 +119,13 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
       mounts: [{ prefix: '/api/ops', handle: platform.opsApi }],
       readiness: async () => {
         try {
-          const status = await Promise.race([
-            migrationStatus(db),
-            new Promise<never>((_, reject) => setTimeout(() => reject(new Error('database did not answer within 2s')), 2000).unref()),
-          ]);
+          // Every probe: both pools answer. The migration state (six catalog queries)
+          // only changes when something migrates, so it is re-read at most every 30 s.
+          await within(Promise.all([db.registry`SELECT 1`, db.ops`SELECT 1`]), 2000, 'database did not answer within 2s');
+          if (!migrations || Date.now() - migrations.at > 30_000) {
+            migrations = { at: Date.now(), status: await within(migrationStatus(db), 10_000, 'reading the migration state took over 10s') };
+          }
+          const status = migrations.status;
           return {
             ready: status.current,
             details: { database: db.embedded ? 'embedded' : 'postgresql', migrations: status, registry_generation: registry.generation, platform: platform.state() },
