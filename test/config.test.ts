@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { parseConfig, loadConfig, ConfigError, VARIABLES, PREFIX } from '../src/config/index.ts';
-import { clientIp, isPrivateIp, sameIp } from '../src/access/client-ip.ts';
+import { clientIp, isPrivateIp, sameIp } from '../src/net/ip.ts';
 
 const root = new URL('..', import.meta.url).pathname;
 const cli = (args: string[], env: Record<string, string> = {}) =>

@@ -8,8 +8,8 @@ import { Readable, Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pino from 'pino';
 import { Client, request } from 'undici';
-import { listen, uwsAvailable } from '../src/server/listen.ts';
-import { BodyTooLargeError, type Handler, type IncomingRequest, type Listener, type ResponseWriter } from '../src/server/types.ts';
+import { listen, uwsAvailable } from '../src/http/listen.ts';
+import { BodyTooLargeError, type Handler, type IncomingRequest, type Listener, type ResponseWriter } from '../src/http/types.ts';
 
 const MB = 1024 * 1024;
 const T = { timeout: 30_000 };

@@ -23,7 +23,7 @@ import {
 } from '../src/platform/client.ts';
 import { checkSupervisorUrl, isTrustedSupervisorUrl, UntrustedSupervisorError } from '../src/platform/trust.ts';
 import { dumps, dumpsJs, parse } from '../src/pyjson/index.ts';
-import { keyEntry } from '../src/access/keys.ts';
+import { keyEntry } from '../src/tokens/keys.ts';
 
 const DEV = { production: false, trustedHosts: [] as string[] };
 const FAST = { minTimeoutMs: 1, maxTimeoutMs: 5, factor: 2, randomize: true };

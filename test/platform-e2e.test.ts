@@ -19,7 +19,7 @@ import { startUpstream, deadPort, type TestUpstream } from './support/upstream.t
 import { PlatformSim, generateRsaKeyPair, signJwt, type RecordedRequest } from './support/platform-sim.ts';
 import { FakeService, FORWARD_FIXTURE } from './support/fake-service.ts';
 import type { StartOptions } from '../src/runtime/index.ts';
-import type { ListenerKind } from '../src/server/types.ts';
+import type { ListenerKind } from '../src/http/types.ts';
 import { call, until } from './support/http.ts';
 
 const CLUSTER = 'cluster-1';

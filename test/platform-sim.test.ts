@@ -9,8 +9,8 @@ import type { AddressInfo } from 'node:net';
 import { createHash } from 'node:crypto';
 import { PlatformSim, generateRsaKeyPair, type SupervisorData } from './support/platform-sim.ts';
 import { encryptBody, readJweHeader } from '../src/platform/jwe.ts';
-import { verifyToken, parseScope } from '../src/access/jwt.ts';
-import { keyEntry } from '../src/access/keys.ts';
+import { verifyToken, parseScope } from '../src/tokens/jwt.ts';
+import { keyEntry } from '../src/tokens/keys.ts';
 
 interface Seen {
   method: string;

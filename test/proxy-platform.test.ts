@@ -16,7 +16,7 @@ import { MockAgent, getGlobalDispatcher, request, setGlobalDispatcher, type Disp
 import { freshDatabases, startTestNode, LISTENERS, type TestDatabases, type TestNode } from './support/env.ts';
 import { insertInstanceResource, registrationBody } from './support/ops.ts';
 import { startUpstream, type TestUpstream } from './support/upstream.ts';
-import { serializeJwk, parseJwk } from '../src/access/keys.ts';
+import { serializeJwk, parseJwk } from '../src/tokens/keys.ts';
 import { call, until } from './support/http.ts';
 
 interface Vectors {
@@ -30,7 +30,7 @@ const expected = vectors['expected_for_node_node-1_cluster_cluster-1_supervisor_
 const CLUSTER_KEY = JSON.stringify(vectors.cluster_public_jwk);
 const PLATFORM = 'https://api.utilmeta.com/spv';
 
-/** Status and state for each reject vector (spec §4.1 statuses; states of src/access/jwt.ts). */
+/** Status and state for each reject vector (spec §4.1 statuses; states of src/tokens/jwt.ts). */
 const REJECTS: Record<string, { status: number; state: string }> = {
   expired: { status: 400, state: 'token_expired' },
   no_exp: { status: 422, state: 'token_invalid' },

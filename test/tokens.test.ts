@@ -1,13 +1,13 @@
 // Keys, JWE bodies and JWT verification against the shared fixtures (made by jwcrypto /
-// UtilMeta itself) plus hostile tokens. See src/access/jwt.ts for the status/state table.
+// UtilMeta itself) plus hostile tokens. See src/tokens/jwt.ts for the status/state table.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { createPrivateKey, sign as cryptoSign } from 'node:crypto';
 import { CompactSign, SignJWT, generateKeyPair as joseGenerateKeyPair } from 'jose';
-import { importKey, keyEntry, parseJwk, thumbprint, KeyError } from '../src/access/keys.ts';
-import { hasScopes, issuerMatches, parseScope, verifyToken, type TokenResult } from '../src/access/jwt.ts';
+import { importKey, keyEntry, parseJwk, thumbprint, KeyError } from '../src/tokens/keys.ts';
+import { hasScopes, issuerMatches, parseScope, verifyToken, type TokenResult } from '../src/tokens/jwt.ts';
 import { decryptBody, encryptBody, readJweHeader } from '../src/platform/jwe.ts';
 import { generateRsaKeyPair, signJwt } from './support/platform-sim.ts';
 

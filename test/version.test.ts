@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseRange, parseVersion, VersionRangeError, type Version } from '../src/registry/version.ts';
-import { rankInstances } from '../src/proxy/resolve.ts';
+import { rankInstances } from '../src/registry/select.ts';
 import type { InstanceView } from '../src/registry/snapshot.ts';
 
 const ok = (range: string, v: Version) => {

@@ -14,7 +14,7 @@
 import pRetry, { AbortError } from 'p-retry';
 import type { Logger } from 'pino';
 import { getGlobalDispatcher, interceptors, request, type Dispatcher } from 'undici';
-import { parseJwk } from '../access/keys.ts';
+import { parseJwk } from '../tokens/keys.ts';
 import { dumpsJs } from '../pyjson/index.ts';
 import { encryptBody } from './jwe.ts';
 import { checkSupervisorUrl, type TrustPolicy } from './trust.ts';

@@ -8,7 +8,7 @@
 // rely on it parsing any valid JWE.
 
 import { FlattenedEncrypt, flattenedDecrypt, type JWK } from 'jose';
-import { keyEntry, serializeJwk } from '../access/keys.ts';
+import { keyEntry, serializeJwk } from '../tokens/keys.ts';
 
 export const JWE_ALG = 'RSA-OAEP-256';
 export const JWE_ENC = 'A256CBC-HS512';

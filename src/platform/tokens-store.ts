@@ -9,7 +9,7 @@
 
 import { isIP } from 'node:net';
 import type postgres from 'postgres';
-import { parseScope } from '../access/jwt.ts';
+import { parseScope } from '../tokens/jwt.ts';
 import { dumpsJs } from '../pyjson/index.ts';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any

@@ -1,6 +1,6 @@
 // The proxy's control headers (spec §1.5.1) and the outbound header set (§1.5.2).
-import type { IncomingRequest } from '../server/types.ts';
-import { HttpError } from '../server/http.ts';
+import type { IncomingRequest } from '../http/types.ts';
+import { HttpError } from '../api/respond.ts';
 
 export type ProxyType = 'discovery' | 'supervisor' | 'operations' | 'forward';
 const TYPES: readonly ProxyType[] = ['discovery', 'supervisor', 'operations', 'forward'];

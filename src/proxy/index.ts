@@ -3,14 +3,14 @@
 // Each proxy type is a small function returning the candidates and the headers
 // it adds; nothing here touches the database (the registry is in memory).
 import type { Logger } from 'pino';
-import type { IncomingRequest, ResponseWriter, HeaderList } from '../server/types.ts';
-import { BodyTooLargeError } from '../server/types.ts';
-import { HttpError, corsHeaders, errorBody } from '../server/http.ts';
+import type { IncomingRequest, ResponseWriter, HeaderList } from '../http/types.ts';
+import { BodyTooLargeError } from '../http/types.ts';
+import { HttpError, corsHeaders, errorBody } from '../api/respond.ts';
 import type { Config } from '../config/index.ts';
 import type { RegistrySnapshot } from '../registry/snapshot.ts';
-import { isPrivateIp } from '../access/client-ip.ts';
+import { isPrivateIp } from '../net/ip.ts';
 import { parseControl, outboundHeaders, type ProxyControl, type ProxyType } from './control.ts';
-import { candidates, resolveService } from './resolve.ts';
+import { candidates, resolveService } from '../registry/select.ts';
 import { Upstream, type Candidate, type ForwardOutcome } from './upstream.ts';
 
 export interface ProxyContext {

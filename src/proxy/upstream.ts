@@ -3,7 +3,7 @@
 // API (no Readable streams in between): response chunks go straight to the
 // listener's writer, and backpressure pauses the upstream socket.
 import { Agent, type Dispatcher } from 'undici';
-import { BodyTooLargeError, type HeaderList, type ResponseWriter } from '../server/types.ts';
+import { BodyTooLargeError, type HeaderList, type ResponseWriter } from '../http/types.ts';
 
 export interface Candidate {
   /** Base URL the path is joined onto (instance base_url / ops_api / supervisor URL). */

@@ -3,7 +3,7 @@
 import { isIP } from 'node:net';
 import { lookup } from 'node:dns/promises';
 import { PyNumber, dumps, etag, get, isObject, parse, PyJsonError, type PyValue } from '../pyjson/index.ts';
-import { HttpError } from '../server/http.ts';
+import { HttpError } from '../api/respond.ts';
 
 export interface Registration {
   name: string;

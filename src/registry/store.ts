@@ -2,7 +2,7 @@
 // would (schema.md §3): every column sent, application-side defaults, aware UTC
 // timestamps, JSON as jsonb text, int8 ids handled as strings.
 import type postgres from 'postgres';
-import { HttpError } from '../server/http.ts';
+import { HttpError } from '../api/respond.ts';
 import { parseVersion } from './version.ts';
 import { REGISTRY_CHANNEL } from './cache.ts';
 import type { Registration } from './registration.ts';

@@ -6,7 +6,7 @@ import postgres from 'postgres';
 import { parseConfig, type Config } from '../../src/config/index.ts';
 import { createLogger, type Logger } from '../../src/observability/log.ts';
 import { startNode, type ProxyNode, type StartOptions } from '../../src/runtime/index.ts';
-import type { ListenerKind } from '../../src/server/types.ts';
+import type { ListenerKind } from '../../src/http/types.ts';
 
 export const PG_HOST = process.env.TEST_PG_HOST ?? '127.0.0.1';
 export const PG_PORT = Number(process.env.TEST_PG_PORT ?? 5432);

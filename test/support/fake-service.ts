@@ -23,7 +23,7 @@ import { request } from 'undici';
 import { SupervisorRepository, type SupervisorRow } from '../../src/platform/supervisors.ts';
 import { AccessTokenStore } from '../../src/platform/tokens-store.ts';
 import type { SupervisorData } from '../../src/platform/client.ts';
-import { extractToken, hasScopes, parseScope, verifyToken, type TokenFailure } from '../../src/access/jwt.ts';
+import { extractToken, hasScopes, parseScope, verifyToken, type TokenFailure } from '../../src/tokens/jwt.ts';
 import { dumpsJs } from '../../src/pyjson/index.ts';
 import { insertInstanceResource } from './ops.ts';
 import { PG_HOST, PG_PORT, PG_USER } from './env.ts';

@@ -15,7 +15,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { CompactSign, exportJWK, generateKeyPair } from 'jose';
 import { Agent, request } from 'undici';
 import { decryptBody, readJweHeader } from '../../src/platform/jwe.ts';
-import { importKey, keyEntry, sameKey, serializeJwk } from '../../src/access/keys.ts';
+import { importKey, keyEntry, sameKey, serializeJwk } from '../../src/tokens/keys.ts';
 
 export type JwtAlg = 'RS256' | 'RS384' | 'RS512' | 'PS256' | 'PS384' | 'PS512';
 

@@ -1,5 +1,5 @@
 // Small HTTP helpers shared by the routes: typed errors, JSON responses, CORS.
-import type { HeaderList, IncomingRequest, ResponseWriter } from './types.ts';
+import type { HeaderList, IncomingRequest, ResponseWriter } from '../http/types.ts';
 
 /** An error that becomes a JSON response: {"error": message[, "state": state]}. */
 export class HttpError extends Error {

@@ -12,13 +12,13 @@
 //   * a wrong X-UtilMeta-Cluster-Id is 403 `cluster_mismatch` (the original said 404);
 //   * a missing node id is 400 `node_required` (the original said 404).
 import type { Config } from '../config/index.ts';
-import { HttpError } from '../server/http.ts';
-import { isPrivateIp } from '../access/client-ip.ts';
-import { extractToken, verifyToken, type TokenFailure } from '../access/jwt.ts';
+import { HttpError } from '../api/respond.ts';
+import { isPrivateIp } from '../net/ip.ts';
+import { extractToken, verifyToken, type TokenFailure } from '../tokens/jwt.ts';
 import type { SupervisorDirectory, SupervisorEntry } from '../platform/directory.ts';
 import { isTrustedSupervisorUrl } from '../platform/trust.ts';
-import { candidates, resolveService } from './resolve.ts';
-import type { Mode, ModeResult } from './index.ts';
+import { candidates, resolveService } from '../registry/select.ts';
+import type { Mode, ModeResult } from '../proxy/index.ts';
 
 export interface PlatformModeDeps {
   config: Config;

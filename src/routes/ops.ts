@@ -3,16 +3,16 @@
 // {result, msg, state, count}; bearer tokens follow §4.2 with the fixes of §6.16
 // (every failure is a 4xx with its state).
 import type { Logger } from 'pino';
-import type { IncomingRequest, ResponseWriter, HeaderList } from '../server/types.ts';
-import { corsHeaders } from '../server/http.ts';
-import { requestClientIp } from '../access/client-ip.ts';
+import type { IncomingRequest, ResponseWriter, HeaderList } from '../http/types.ts';
+import { corsHeaders } from '../api/respond.ts';
+import { requestClientIp } from '../net/ip.ts';
 import type { Config } from '../config/index.ts';
-import { extractToken, verifyToken, parseScope, hasScopes, type TokenFailure } from '../access/jwt.ts';
+import { extractToken, verifyToken, parseScope, hasScopes, type TokenFailure } from '../tokens/jwt.ts';
 import { parse, toPlain, PyJsonError } from '../pyjson/index.ts';
-import type { SupervisorRepository, SupervisorRow } from './supervisors.ts';
-import type { AccessTokenStore } from './tokens-store.ts';
-import type { SupervisorData } from './client.ts';
-import { PROXY_SERVICE_NAME } from './connect.ts';
+import type { SupervisorRepository, SupervisorRow } from '../platform/supervisors.ts';
+import type { AccessTokenStore } from '../platform/tokens-store.ts';
+import type { SupervisorData } from '../platform/client.ts';
+import { PROXY_SERVICE_NAME } from '../platform/connect.ts';
 import { SPEC_VERSION } from '../config/index.ts';
 
 class OpsError extends Error {

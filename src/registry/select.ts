@@ -1,8 +1,8 @@
 // Resolve step: service name → ordered candidate instances (spec §1.5.4 select_service).
 import type { RegistrySnapshot, InstanceView } from '../registry/snapshot.ts';
 import { parseRange, VersionRangeError } from '../registry/version.ts';
-import { HttpError } from '../server/http.ts';
-import type { Candidate } from './upstream.ts';
+import { HttpError } from '../api/respond.ts';
+import type { Candidate } from '../proxy/upstream.ts';
 
 export interface Resolved {
   serviceName: string;

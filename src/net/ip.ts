@@ -1,7 +1,7 @@
 // Client IP derivation with a trusted-proxy model (spec §6.19: the original took
 // the leftmost X-Forwarded-For entry from anyone, so every IP check was spoofable).
 import { BlockList, isIP } from 'node:net';
-import type { IncomingRequest } from '../server/types.ts';
+import type { IncomingRequest } from '../http/types.ts';
 
 const PRIVATE = new BlockList();
 for (const [net, bits] of [['10.0.0.0', 8], ['172.16.0.0', 12], ['192.168.0.0', 16], ['127.0.0.0', 8], ['169.254.0.0', 16], ['100.64.0.0', 10]] as const) {

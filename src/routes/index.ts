@@ -2,10 +2,10 @@
 // prefix checks: /api/proxy is the hot path and is matched first.
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import type { Handler, HeaderList, IncomingRequest, ResponseWriter } from './types.ts';
-import { HttpError, corsHeaders, errorBody, sendJson, sendPreflight } from './http.ts';
+import type { Handler, HeaderList, IncomingRequest, ResponseWriter } from '../http/types.ts';
+import { HttpError, corsHeaders, errorBody, sendJson, sendPreflight } from '../api/respond.ts';
 import { SPEC_VERSION, type Config } from '../config/index.ts';
-import { requestClientIp, isPrivateIp, sameIp } from '../access/client-ip.ts';
+import { requestClientIp, isPrivateIp, sameIp } from '../net/ip.ts';
 import type { ProxyHandler } from '../proxy/index.ts';
 import { toHttpError } from '../proxy/index.ts';
 import type { RegistryCache } from '../registry/cache.ts';
