@@ -1,4 +1,5 @@
-// Small HTTP helpers shared by the routes: typed errors, JSON responses, CORS.
+// Response helpers shared by the routes and the proxy chain: HTTP errors, JSON
+// bodies, CORS.
 import type { HeaderList, IncomingRequest, ResponseWriter } from '../http/types.ts';
 
 /** An error that becomes a JSON response: {"error": message[, "state": state]}. */

@@ -11,11 +11,13 @@ export type ErrorKind =
   | 'not_found' // 404
   | 'conflict' // 409
   | 'too_large' // 413
+  | 'unprocessable' // 422: well-formed, but its content cannot be accepted
   | 'too_many' // 429
   | 'not_implemented' // 501
   | 'bad_gateway' // 502: a peer (upstream, platform) failed or is untrusted
   | 'unavailable' // 503: a dependency (database, master key, instances) is missing
-  | 'timeout'; // 504
+  | 'timeout' // 504
+  | 'internal'; // 500: a known server-side fault whose message is safe to show
 
 export interface DomainErrorOptions {
   /** Machine-readable code for the surface's envelope (e.g. USER_NOT_FOUND, AUTHZ.4003). */

@@ -7,6 +7,7 @@ import type { EmbeddedServer } from './embedded.ts';
 import { detectOps, detectRegistry, migrateOps, migrateRegistry, MIGRATE_LOCK_KEY, type OpsState, type RegistryState } from './migrate.ts';
 
 export { DbError } from './client.ts';
+export { domainErrorOfDb } from './errors.ts';
 export type { OpsState, RegistryState } from './migrate.ts';
 
 export interface DbConfig {

@@ -1,7 +1,6 @@
-// Client IP derivation with a trusted-proxy model (spec §6.19: the original took
-// the leftmost X-Forwarded-For entry from anyone, so every IP check was spoofable).
+// Client IP derivation with a trusted-proxy model: taking the leftmost
+// X-Forwarded-For entry from anyone would make every IP check spoofable.
 import { BlockList, isIP } from 'node:net';
-import type { IncomingRequest } from '../http/types.ts';
 
 const PRIVATE = new BlockList();
 for (const [net, bits] of [['10.0.0.0', 8], ['172.16.0.0', 12], ['192.168.0.0', 16], ['127.0.0.0', 8], ['169.254.0.0', 16], ['100.64.0.0', 10]] as const) {
@@ -49,8 +48,14 @@ export function clientIp(peer: string, xff: string | undefined, xRealIp: string 
   return p;
 }
 
+/** What requestClientIp reads of a request (structural, so this module stays below the HTTP edge). */
+export interface PeerSource {
+  readonly remoteAddress: string;
+  header(name: string): string | undefined;
+}
+
 /** The client IP of a request under the trusted-proxy model. */
-export function requestClientIp(req: IncomingRequest, trustedProxies: BlockList | null): string {
+export function requestClientIp(req: PeerSource, trustedProxies: BlockList | null): string {
   return clientIp(req.remoteAddress, req.header('x-forwarded-for'), req.header('x-real-ip'), trustedProxies);
 }
 

@@ -1,16 +1,16 @@
 // The platform link: everything that connects this node and its services to the
-// UtilMeta platform. The runtime builds one and plugs its parts in: proxy modes,
-// the registration hook, the node's own OperationsAPI and the self-connect loop.
+// UtilMeta platform. The runtime builds one and plugs its parts in: the proxy
+// types' authority, the registration hook, what the node's own OperationsAPI
+// needs, and the self-connect loop.
 import { readFileSync } from 'node:fs';
 import pRetry from 'p-retry';
 import { request } from 'undici';
 import type { Logger } from 'pino';
 import type { Config } from '../config/index.ts';
+import { DomainError } from '../core/errors.ts';
 import { ConfigError, PREFIX, SPEC_VERSION } from '../config/index.ts';
 import type { Database } from '../db/index.ts';
 import { parseJwk, serializeJwk, KeyError } from '../tokens/keys.ts';
-import { HttpError } from '../api/respond.ts';
-import type { IncomingRequest, ResponseWriter } from '../http/types.ts';
 import type { Registration } from '../registry/registration.ts';
 import { resourcesMetadata } from '../registry/registration.ts';
 import type { RegisterResult } from '../registry/store.ts';
@@ -18,11 +18,8 @@ import { SupervisorDirectory } from './directory.ts';
 import { SupervisorRepository } from './supervisors.ts';
 import { AccessTokenStore } from './tokens-store.ts';
 import { Connector, PROXY_SERVICE_NAME, type ConnectDeps } from './connect.ts';
-import { createOpsApi } from '../routes/ops.ts';
 import { proxyOpenApi } from './openapi.ts';
-import { forwardMode, operationsMode } from '../platform/modes.ts';
-import type { Mode } from '../proxy/index.ts';
-import type { ProxyType } from '../proxy/control.ts';
+import { PlatformAuthority } from './modes.ts';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string; description: string };
 
@@ -43,9 +40,12 @@ export interface PlatformLink {
   clusterKey: string | null;
   /** True when SUPERVISOR_BASE_URL, _CLUSTER_ID and _CLUSTER_KEY are all set. */
   configured: boolean;
-  modes: Partial<Record<ProxyType, Mode>>;
-  /** The node's own OperationsAPI, mounted at /api/ops. */
-  opsApi: (req: IncomingRequest, res: ResponseWriter, rest: string, requestId: string) => Promise<void>;
+  /** Authentication and targets of the supervisor, operations and forward proxy types. */
+  authority: PlatformAuthority;
+  /** Platform token bookkeeping (utilmeta_access_token), for the node's own OperationsAPI. */
+  tokens: AccessTokenStore;
+  /** This node's OpenAPI document, served by its OperationsAPI. */
+  openapi(): Record<string, unknown>;
   /** Connects a newly registered service, or re-syncs changed resources (registration hook). */
   afterRegister(reg: Registration, result: RegisterResult): Promise<void>;
   state(): LinkState;
@@ -138,12 +138,9 @@ export function createPlatformLink(config: Config, db: Database, log: Logger, op
     connector,
     clusterKey,
     configured,
-    modes: {
-      supervisor: operationsMode(modeDeps, 'base_url'),
-      operations: operationsMode(modeDeps, 'ops_api'),
-      forward: forwardMode(modeDeps),
-    },
-    opsApi: createOpsApi({ config, log, repo, tokens, openapi: () => proxyOpenApi(config.baseUrl, pkg.version) }),
+    authority: new PlatformAuthority(modeDeps),
+    tokens,
+    openapi: () => proxyOpenApi(config.baseUrl, pkg.version),
 
     async afterRegister(reg, result) {
       if (!connector) return;
@@ -160,7 +157,7 @@ export function createPlatformLink(config: Config, db: Database, log: Logger, op
       } catch (err) {
         log.warn({ err, service: inst.service_name }, 'platform link failed for a registration');
         const what = inst.node_id ? 'syncing its resources' : 'connecting it';
-        throw new HttpError(502, `service '${inst.service_name}' is registered, but ${what} to the platform failed: ${(err as Error).message}; the next registration retries`, inst.node_id ? 'sync_failed' : 'connect_failed');
+        throw new DomainError('bad_gateway', `service '${inst.service_name}' is registered, but ${what} to the platform failed: ${(err as Error).message}; the next registration retries`, { state: inst.node_id ? 'sync_failed' : 'connect_failed' });
       }
     },
 
@@ -222,3 +219,9 @@ export function createPlatformLink(config: Config, db: Database, log: Logger, op
     },
   };
 }
+
+export { PlatformAuthority, type PlatformCaller, type PlatformCallInput, type ForwardTarget } from './modes.ts';
+export { SupervisorDirectory, type SupervisorEntry } from './directory.ts';
+export { SupervisorRepository } from './supervisors.ts';
+export { AccessTokenStore } from './tokens-store.ts';
+export { PROXY_SERVICE_NAME } from './connect.ts';

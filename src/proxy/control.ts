@@ -1,6 +1,6 @@
-// The proxy's control headers (spec §1.5.1) and the outbound header set (§1.5.2).
+// The proxy's control headers and the outbound header set.
 import type { IncomingRequest } from '../http/types.ts';
-import { HttpError } from '../api/respond.ts';
+import { invalid } from '../core/errors.ts';
 
 export type ProxyType = 'discovery' | 'supervisor' | 'operations' | 'forward';
 const TYPES: readonly ProxyType[] = ['discovery', 'supervisor', 'operations', 'forward'];
@@ -18,17 +18,8 @@ export interface ProxyControl {
   proxyToken?: string;
 }
 
-/** DEFAULT_IDEMPOTENT_METHODS (spec Appendix A). */
+/** The original's DEFAULT_IDEMPOTENT_METHODS. */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
-
-/** Canonical name first: it wins over an alias when both are sent. */
-function pick(req: IncomingRequest, ...names: string[]): string | undefined {
-  for (const n of names) {
-    const v = req.header(n);
-    if (v !== undefined && v !== '') return v;
-  }
-  return undefined;
-}
 
 /** `"<scheme> <token>"` or a bare token; the second whitespace-separated part wins. */
 export function stripScheme(value: string | undefined): string | undefined {
@@ -37,39 +28,72 @@ export function stripScheme(value: string | undefined): string | undefined {
   return parts.length > 1 ? parts[1] : parts[0];
 }
 
+/**
+ * Control header slots: each canonical name and its aliases share a slot; the
+ * lower rank wins (canonical first), then the first non-empty value.
+ */
+const SLOT: Record<string, readonly [slot: number, rank: number]> = {
+  'x-utilmeta-proxy-type': [0, 0], 'x-proxy-type': [0, 1],
+  'x-utilmeta-operation-idempotent': [1, 0], 'x-operation-idempotent': [1, 1],
+  'x-utilmeta-request-timeout': [2, 0], 'x-request-timeout': [2, 1],
+  'x-utilmeta-cluster-id': [3, 0], 'x-cluster-id': [3, 1],
+  'x-utilmeta-node-id': [4, 0], 'x-node-id': [4, 1],
+  'x-utilmeta-service-name': [5, 0], 'x-service-name': [5, 1],
+  'x-utilmeta-accept-version': [6, 0], 'x-accept-version': [6, 1],
+  'x-utilmeta-instance-id': [7, 0], 'x-instance-id': [7, 1],
+  'proxy-authorization': [8, 0], 'x-utilmeta-proxy-token': [8, 1], 'x-proxy-token': [8, 2],
+};
+const SLOTS = 9;
+
+/** One pass over the headers (instead of a scan per control header and alias). */
+function controlValues(req: IncomingRequest): Array<string | undefined> {
+  const values: Array<string | undefined> = new Array(SLOTS);
+  const ranks: number[] = [9, 9, 9, 9, 9, 9, 9, 9, 9];
+  const h = req.headers;
+  for (let i = 0; i < h.length; i++) {
+    const pair = h[i];
+    const s = SLOT[pair[0]];
+    if (s === undefined || pair[1] === '' || s[1] >= ranks[s[0]]) continue;
+    ranks[s[0]] = s[1];
+    values[s[0]] = pair[1];
+  }
+  return values;
+}
+
 export function parseControl(req: IncomingRequest, defaultTimeout: number, maxTimeout: number): ProxyControl {
-  const type = pick(req, 'x-utilmeta-proxy-type', 'x-proxy-type');
+  const v = controlValues(req);
+  const type = v[0];
   if (type === undefined) {
-    throw new HttpError(400, `missing X-UtilMeta-Proxy-Type header: expected one of ${TYPES.join(', ')}`);
+    throw invalid(`missing X-UtilMeta-Proxy-Type header: expected one of ${TYPES.join(', ')}`);
   }
   const t = type.trim().toLowerCase() as ProxyType;
-  if (!TYPES.includes(t)) throw new HttpError(400, `unknown X-UtilMeta-Proxy-Type '${type}': expected one of ${TYPES.join(', ')}`);
+  if (!TYPES.includes(t)) throw invalid(`unknown X-UtilMeta-Proxy-Type '${type}': expected one of ${TYPES.join(', ')}`);
   let idempotent = IDEMPOTENT.has(req.method);
-  const idem = pick(req, 'x-utilmeta-operation-idempotent', 'x-operation-idempotent');
+  const idem = v[1];
   if (idem !== undefined) {
     const l = idem.trim().toLowerCase();
-    if (['1', 'true', 'yes', 'on'].includes(l)) idempotent = true;
-    else if (['0', 'false', 'no', 'off'].includes(l)) idempotent = false;
-    else throw new HttpError(400, `invalid X-UtilMeta-Operation-Idempotent '${idem}': expected true or false`);
+    if (l === '1' || l === 'true' || l === 'yes' || l === 'on') idempotent = true;
+    else if (l === '0' || l === 'false' || l === 'no' || l === 'off') idempotent = false;
+    else throw invalid(`invalid X-UtilMeta-Operation-Idempotent '${idem}': expected true or false`);
   }
   let timeout = defaultTimeout;
-  const rawTimeout = pick(req, 'x-utilmeta-request-timeout', 'x-request-timeout');
+  const rawTimeout = v[2];
   if (rawTimeout !== undefined) {
     const n = Number(rawTimeout);
-    if (!Number.isFinite(n) || n <= 0) throw new HttpError(400, `invalid X-UtilMeta-Request-Timeout '${rawTimeout}': expected a positive number of seconds`);
-    // §6.15: the original had no upper bound.
+    if (!Number.isFinite(n) || n <= 0) throw invalid(`invalid X-UtilMeta-Request-Timeout '${rawTimeout}': expected a positive number of seconds`);
+    // The original had no upper bound.
     timeout = Math.min(n, maxTimeout);
   }
   return {
     type: t,
-    clusterId: pick(req, 'x-utilmeta-cluster-id', 'x-cluster-id'),
-    nodeId: pick(req, 'x-utilmeta-node-id', 'x-node-id'),
-    serviceName: pick(req, 'x-utilmeta-service-name', 'x-service-name'),
-    acceptVersion: pick(req, 'x-utilmeta-accept-version', 'x-accept-version'),
-    instanceId: pick(req, 'x-utilmeta-instance-id', 'x-instance-id'),
+    clusterId: v[3],
+    nodeId: v[4],
+    serviceName: v[5],
+    acceptVersion: v[6],
+    instanceId: v[7],
     idempotent,
     timeoutMs: timeout * 1000,
-    proxyToken: stripScheme(pick(req, 'proxy-authorization', 'x-utilmeta-proxy-token', 'x-proxy-token')),
+    proxyToken: stripScheme(v[8]),
   };
 }
 

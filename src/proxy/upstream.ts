@@ -86,8 +86,6 @@ export function classify(err: unknown, baseUrl: string, timeoutMs: number): Upst
   return new UpstreamError('other', `upstream ${baseUrl} failed: ${e.message ?? String(err)}`, baseUrl);
 }
 
-interface LiveAttempt { abort: (() => void) | null }
-
 interface SplitUrl { origin: string; prefix: string }
 
 /**
@@ -95,6 +93,195 @@ interface SplitUrl { origin: string; prefix: string }
  * after the target is known.
  */
 export type ResponseDecorator = (status: number, headers: HeaderList, target: Candidate, retries: number) => void;
+
+type AttemptResult =
+  | { kind: 'done'; status: number }
+  | { kind: 'retry'; error: UpstreamError }
+  | { kind: 'failed_after_commit'; status: number; error: UpstreamError };
+
+/**
+ * One attempt against one candidate, as an undici dispatch handler: relays the
+ * response head and body to the client writer (pausing the upstream socket under
+ * backpressure), bounds the wait for the head with a timer (undici's
+ * headersTimeout starts only once connected), and reports one result.
+ */
+class Attempt implements Dispatcher.DispatchHandler {
+  private controller: Dispatcher.DispatchController | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private committed = false;
+  private settled = false;
+  private status = 0;
+
+  constructor(
+    private readonly forwarding: Forwarding,
+    readonly target: Candidate,
+    /** A retryable status may be discarded for the next candidate. */
+    private readonly retryOnStatus: boolean,
+  ) {
+    this.timer = setTimeout(Attempt.onTimeout, forwarding.req.timeoutMs, this);
+  }
+
+  private static onTimeout(self: Attempt): void {
+    self.timer = null;
+    if (self.committed || self.settled) return;
+    const err = new UpstreamError('timeout', `upstream ${self.target.baseUrl} did not answer within ${Math.round(self.forwarding.req.timeoutMs) / 1000}s`, self.target.baseUrl);
+    self.finish({ kind: 'retry', error: err });
+    self.controller?.abort(err);
+  }
+
+  private finish(r: AttemptResult): void {
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    if (this.settled) return;
+    this.settled = true;
+    this.forwarding.attemptEnded(this, r);
+  }
+
+  /** The client went away: stop the upstream exchange. */
+  clientAborted(): void {
+    this.controller?.abort(new Error('client aborted'));
+    this.finish({ kind: 'failed_after_commit', status: 499, error: new UpstreamError('client_aborted', 'client went away', this.target.baseUrl) });
+  }
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.controller = controller;
+    if (this.settled || this.forwarding.res.aborted) controller.abort(new Error(this.settled ? 'attempt ended' : 'client aborted'));
+  }
+
+  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>): void {
+    if (statusCode < 200 || this.settled) return; // 1xx: wait for the final head; or timed out already
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    this.status = statusCode;
+    if (this.retryOnStatus && RETRY_STATUSES.has(statusCode)) {
+      // Discard this response and fail over; nothing has reached the client.
+      this.finish({ kind: 'retry', error: new UpstreamError('other', `upstream ${this.target.baseUrl} answered ${statusCode}`, this.target.baseUrl) });
+      controller.abort(new Error('failover'));
+      return;
+    }
+    const out: HeaderList = [];
+    let length: number | undefined;
+    for (const name in headers) {
+      const v = headers[name];
+      if (v === undefined) continue;
+      if (name === 'content-length') {
+        const n = Number(Array.isArray(v) ? v[0] : v);
+        if (Number.isSafeInteger(n) && n >= 0) length = n;
+        continue;
+      }
+      if (HOP_BY_HOP.has(name)) continue;
+      if (Array.isArray(v)) for (const x of v) out.push([name, x]);
+      else out.push([name, v]);
+    }
+    this.forwarding.decorate(statusCode, out, this.target, this.forwarding.retries);
+    this.committed = true;
+    // HEAD / 204 / 304 carry no body; the listener reports the upstream's length, if any.
+    this.forwarding.res.writeHead(statusCode, out, length);
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (!this.committed) return;
+    const res = this.forwarding.res;
+    if (!res.write(chunk)) {
+      controller.pause();
+      res.onDrain(() => controller.resume());
+    }
+  }
+
+  onResponseEnd(): void {
+    if (!this.committed) return;
+    this.forwarding.res.end();
+    this.finish({ kind: 'done', status: this.status });
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
+    if (this.settled) return;
+    const e = classify(err, this.target.baseUrl, this.forwarding.req.timeoutMs);
+    if (this.committed) {
+      // Headers are out: all we can do is cut the connection so the client
+      // sees a truncated response rather than a silently short one.
+      this.forwarding.res.abort();
+      this.finish({ kind: 'failed_after_commit', status: this.status, error: e });
+    } else {
+      this.finish({ kind: 'retry', error: e });
+    }
+  }
+}
+
+/**
+ * One proxied request: tries the candidates in order. Another candidate is tried
+ * only when the failover policy allows it, the attempt failed at the network
+ * level or answered a retryable status, and no byte has gone to the client.
+ */
+class Forwarding {
+  retries = 0;
+  private index = 0;
+  private current: Attempt | null = null;
+  private lastError: UpstreamError | undefined;
+  private readonly started = performance.now();
+  private readonly replayable: boolean;
+  private resolve!: (o: ForwardOutcome) => void;
+  readonly done: Promise<ForwardOutcome>;
+
+  constructor(
+    private readonly upstream: Upstream,
+    readonly req: ForwardRequest,
+    private readonly candidates: readonly Candidate[],
+    readonly res: ResponseWriter,
+    readonly decorate: ResponseDecorator,
+  ) {
+    this.replayable = req.body === null || Buffer.isBuffer(req.body);
+    this.done = new Promise((r) => (this.resolve = r));
+    // One abort hook for all attempts (uWS keeps a single onAborted handler).
+    res.onAborted(() => this.current?.clientAborted());
+  }
+
+  private canRetry(i: number): boolean {
+    return this.replayable && i < this.candidates.length - 1 && (this.req.failover === 'unreached' || this.req.idempotent);
+  }
+
+  start(): Promise<ForwardOutcome> {
+    this.next();
+    return this.done;
+  }
+
+  private next(): void {
+    const i = this.index;
+    const target = this.candidates[i];
+    const attempt = new Attempt(this, target, this.canRetry(i) && this.req.failover !== 'unreached');
+    this.current = attempt;
+    try {
+      this.upstream.dispatch(this.req, target, attempt);
+    } catch (err) {
+      this.attemptEnded(attempt, { kind: 'retry', error: classify(err, target.baseUrl, this.req.timeoutMs) });
+    }
+  }
+
+  attemptEnded(attempt: Attempt, r: AttemptResult): void {
+    const upstreamMs = performance.now() - this.started;
+    const target = attempt.target;
+    if (r.kind === 'done') return this.resolve({ status: r.status, committed: true, retries: this.retries, target, upstreamMs });
+    if (r.kind === 'failed_after_commit') {
+      return this.resolve({ status: r.status, committed: true, retries: this.retries, target, error: r.error, upstreamMs });
+    }
+    this.lastError = r.error;
+    const unreachedOnly = this.req.failover === 'unreached';
+    if (this.canRetry(this.index) && (!unreachedOnly || r.error.unreached) && !this.res.aborted) {
+      this.retries++;
+      this.index++;
+      // Next tick: a synchronous dispatch failure must not recurse through the stack.
+      queueMicrotask(() => this.next());
+      return;
+    }
+    // A retryable status on the last candidate was relayed as 'done'; here only
+    // failures that cannot be retried remain.
+    this.resolve({ status: r.error.status, committed: false, retries: this.retries, target, error: this.lastError, upstreamMs });
+  }
+}
 
 export class Upstream {
   readonly agent: Agent;
@@ -126,164 +313,25 @@ export class Upstream {
     await this.agent.close();
   }
 
-  /**
-   * Tries the candidates in order. Another candidate is tried only when the
-   * request is idempotent, the attempt failed at the network level or answered a
-   * retryable status, and no byte has been sent to the client yet.
-   */
-  async forward(req: ForwardRequest, candidates: readonly Candidate[], res: ResponseWriter, decorate: ResponseDecorator): Promise<ForwardOutcome> {
-    let retries = 0;
-    let lastError: UpstreamError | undefined;
-    const started = performance.now();
-    const replayable = req.body === null || Buffer.isBuffer(req.body);
-    // One abort hook for all attempts (uWS keeps a single onAborted handler).
-    const live: LiveAttempt = { abort: null };
-    res.onAborted(() => live.abort?.());
-    for (let i = 0; i < candidates.length; i++) {
-      const target = candidates[i];
-      const more = replayable && i < candidates.length - 1;
-      const unreachedOnly = req.failover === 'unreached';
-      const canRetry = more && (unreachedOnly || req.idempotent);
-      const attempt = await this.attempt(req, target, res, canRetry && !unreachedOnly, retries, decorate, live);
-      if (attempt.kind === 'done') {
-        return { status: attempt.status, committed: true, retries, target, upstreamMs: performance.now() - started };
-      }
-      if (attempt.kind === 'failed_after_commit') {
-        return { status: attempt.status, committed: true, retries, target, error: attempt.error, upstreamMs: performance.now() - started };
-      }
-      lastError = attempt.error;
-      if (attempt.kind === 'retry' && canRetry && (!unreachedOnly || attempt.error.unreached) && !res.aborted) {
-        retries++;
-        continue;
-      }
-      // A retryable status on the last candidate has been relayed as 'done'; here we
-      // only get network failures that cannot be retried.
-      return { status: lastError!.status, committed: false, retries, target, error: lastError, upstreamMs: performance.now() - started };
-    }
-    return { status: lastError?.status ?? 502, committed: false, retries, error: lastError, upstreamMs: performance.now() - started };
+  /** Sends the request to the candidates in order; settles when the client has its answer. */
+  forward(req: ForwardRequest, candidates: readonly Candidate[], res: ResponseWriter, decorate: ResponseDecorator): Promise<ForwardOutcome> {
+    return new Forwarding(this, req, candidates, res, decorate).start();
   }
 
-  private attempt(
-    req: ForwardRequest,
-    target: Candidate,
-    res: ResponseWriter,
-    canRetry: boolean,
-    retries: number,
-    decorate: ResponseDecorator,
-    live: LiveAttempt,
-  ): Promise<
-    | { kind: 'done'; status: number }
-    | { kind: 'retry'; error: UpstreamError }
-    | { kind: 'failed_after_commit'; status: number; error: UpstreamError }
-  > {
+  /** @internal one attempt's dispatch */
+  dispatch(req: ForwardRequest, target: Candidate, handler: Dispatcher.DispatchHandler): void {
     const { origin, prefix } = this.splitUrl(target.baseUrl);
-    const path = (prefix + req.path || '/') + (req.query ? `?${req.query}` : '');
-    return new Promise((resolve) => {
-      let committed = false;
-      let settled = false;
-      let status = 0;
-      let ctrl: Dispatcher.DispatchController | null = null;
-      let headTimer: NodeJS.Timeout | null = null;
-      const finish = (v: Parameters<typeof resolve>[0]) => {
-        if (headTimer) clearTimeout(headTimer);
-        if (!settled) {
-          settled = true;
-          resolve(v);
-        }
-      };
-      // The request timeout bounds the whole wait for the response head, connect
-      // included: undici's headersTimeout only starts once the socket is connected.
-      headTimer = setTimeout(() => {
-        headTimer = null;
-        if (committed || settled) return;
-        const err = new UpstreamError('timeout', `upstream ${target.baseUrl} did not answer within ${Math.round(req.timeoutMs) / 1000}s`, target.baseUrl);
-        finish({ kind: 'retry', error: err });
-        ctrl?.abort(err);
-      }, req.timeoutMs);
-      live.abort = () => {
-        ctrl?.abort(new Error('client aborted'));
-        finish({ kind: 'failed_after_commit', status: 499, error: new UpstreamError('client_aborted', 'client went away', target.baseUrl) });
-      };
-      const handler: Dispatcher.DispatchHandler = {
-        onRequestStart(controller) {
-          ctrl = controller;
-          if (res.aborted || settled) controller.abort(new Error(settled ? 'attempt ended' : 'client aborted'));
-        },
-        onResponseStart(controller, statusCode, headers) {
-          if (statusCode < 200) return; // 1xx informational: wait for the final response
-          if (settled) return; // timed out already
-          if (headTimer) {
-            clearTimeout(headTimer);
-            headTimer = null;
-          }
-          status = statusCode;
-          if (canRetry && RETRY_STATUSES.has(statusCode)) {
-            // Discard this response and fail over; nothing has reached the client.
-            finish({ kind: 'retry', error: new UpstreamError('other', `upstream ${target.baseUrl} answered ${statusCode}`, target.baseUrl) });
-            controller.abort(new Error('failover'));
-            return;
-          }
-          const out: HeaderList = [];
-          let length: number | undefined;
-          for (const name in headers) {
-            const v = headers[name];
-            if (v === undefined) continue;
-            if (name === 'content-length') {
-              const n = Number(Array.isArray(v) ? v[0] : v);
-              if (Number.isSafeInteger(n) && n >= 0) length = n;
-              continue;
-            }
-            if (HOP_BY_HOP.has(name)) continue;
-            if (Array.isArray(v)) for (const x of v) out.push([name, x]);
-            else out.push([name, v]);
-          }
-          decorate(statusCode, out, target, retries);
-          committed = true;
-          // HEAD / 204 / 304 carry no body; the listener reports the upstream's length, if any.
-          res.writeHead(statusCode, out, length);
-        },
-        onResponseData(controller, chunk) {
-          if (!committed) return;
-          if (!res.write(chunk)) {
-            controller.pause();
-            res.onDrain(() => controller.resume());
-          }
-        },
-        onResponseEnd() {
-          if (committed) {
-            res.end();
-            finish({ kind: 'done', status });
-          }
-        },
-        onResponseError(_controller, err) {
-          if (settled) return;
-          const e = classify(err, target.baseUrl, req.timeoutMs);
-          if (committed) {
-            // Headers are out: all we can do is cut the connection so the client
-            // sees a truncated response rather than a silently short one.
-            res.abort();
-            finish({ kind: 'failed_after_commit', status, error: e });
-          } else {
-            finish({ kind: 'retry', error: e });
-          }
-        },
-      };
-      try {
-        this.agent.dispatch(
-          {
-            origin,
-            path,
-            method: req.method as Dispatcher.HttpMethod,
-            headers: req.headers,
-            body: req.body as Dispatcher.DispatchOptions['body'],
-            headersTimeout: req.timeoutMs,
-            bodyTimeout: req.timeoutMs,
-          },
-          handler,
-        );
-      } catch (err) {
-        finish({ kind: 'retry', error: classify(err, target.baseUrl, req.timeoutMs) });
-      }
-    });
+    this.agent.dispatch(
+      {
+        origin,
+        path: (prefix + req.path || '/') + (req.query ? `?${req.query}` : ''),
+        method: req.method as Dispatcher.HttpMethod,
+        headers: req.headers,
+        body: req.body as Dispatcher.DispatchOptions['body'],
+        headersTimeout: req.timeoutMs,
+        bodyTimeout: req.timeoutMs,
+      },
+      handler,
+    );
   }
 }

@@ -3,7 +3,7 @@
 import { isIP } from 'node:net';
 import { lookup } from 'node:dns/promises';
 import { PyNumber, dumps, etag, get, isObject, parse, PyJsonError, type PyValue } from '../pyjson/index.ts';
-import { HttpError } from '../api/respond.ts';
+import { invalid } from '../core/errors.ts';
 
 export interface Registration {
   name: string;
@@ -34,7 +34,7 @@ export interface Registration {
 // Column sizes from schema.sql; a longer value would fail the INSERT, so it is a 400 here.
 const LIMITS = { name: 60, address: 255, version: 32, language: 40, language_version: 40, utilmeta_version: 40, backend: 40, backend_version: 40 };
 
-const bad = (msg: string) => new HttpError(400, msg);
+const bad = (msg: string) => invalid(msg);
 
 function field(body: Map<string, PyValue>, names: string[]): PyValue | undefined {
   for (const n of names) {

@@ -1,8 +1,7 @@
 // Resolve step: service name → ordered candidate instances (spec §1.5.4 select_service).
 import type { RegistrySnapshot, InstanceView } from '../registry/snapshot.ts';
 import { parseRange, VersionRangeError } from '../registry/version.ts';
-import { HttpError } from '../api/respond.ts';
-import type { Candidate } from '../proxy/upstream.ts';
+import { DomainError } from '../core/errors.ts';
 
 export interface Resolved {
   serviceName: string;
@@ -46,7 +45,7 @@ export function resolveService(
   opts: { instanceId?: string; acceptVersion?: string },
 ): Resolved {
   const svc = snapshot.service(serviceName);
-  if (!svc) throw new HttpError(404, `service '${serviceName}' is not registered`);
+  if (!svc) throw new DomainError('not_found', `service '${serviceName}' is not registered`);
   let list = svc.instances.filter((i) => i.connected);
   if (opts.instanceId !== undefined) {
     list = list.filter((i) => i.remoteId === opts.instanceId);
@@ -55,7 +54,7 @@ export function resolveService(
     try {
       filter = parseRange(opts.acceptVersion);
     } catch (err) {
-      if (err instanceof VersionRangeError) throw new HttpError(400, err.message);
+      if (err instanceof VersionRangeError) throw new DomainError('invalid', err.message);
       throw err;
     }
     if (filter) list = list.filter((i) => filter(i.semver));
@@ -64,11 +63,7 @@ export function resolveService(
     const why = opts.instanceId !== undefined
       ? ` with instance id '${opts.instanceId}'`
       : opts.acceptVersion !== undefined ? ` matching version '${opts.acceptVersion}'` : '';
-    throw new HttpError(503, `no connected instance of service '${svc.name}'${why}`);
+    throw new DomainError('unavailable', `no connected instance of service '${svc.name}'${why}`);
   }
   return { serviceName: svc.name, serviceId: svc.id, instances: rankInstances(list) };
-}
-
-export function candidates(instances: InstanceView[], target: 'base_url' | 'ops_api'): Candidate[] {
-  return instances.map((i) => ({ baseUrl: target === 'ops_api' ? i.opsApi : i.baseUrl, remoteId: i.remoteId }));
 }

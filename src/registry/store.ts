@@ -2,7 +2,7 @@
 // would (schema.md §3): every column sent, application-side defaults, aware UTC
 // timestamps, JSON as jsonb text, int8 ids handled as strings.
 import type postgres from 'postgres';
-import { HttpError } from '../api/respond.ts';
+import { conflict } from '../core/errors.ts';
 import { parseVersion } from './version.ts';
 import { REGISTRY_CHANNEL } from './cache.ts';
 import type { Registration } from './registration.ts';
@@ -152,7 +152,7 @@ export class RegistryStore {
           VALUES (${serviceId}, ${reg.name}, ${now}, NULL)`;
       } else if (String(record.service_id) !== serviceId) {
         // schema.md §8.5: the original raised an IntegrityError (500) here.
-        throw new HttpError(409, `service name '${reg.name}' is recorded for another service (id ${record.service_id})`);
+        throw conflict(`service name '${reg.name}' is recorded for another service (id ${record.service_id})`);
       }
       if (svc.name !== reg.name) {
         renamedFrom = String(svc.name);
@@ -162,12 +162,12 @@ export class RegistryStore {
         SELECT i.id, i.service_id, s.name AS service_name FROM utilmeta_instance i
         JOIN utilmeta_service s ON s.id = i.service_id WHERE i.address = ${reg.address}`)[0];
       if (existing && String(existing.service_id) !== serviceId) {
-        throw new HttpError(409, `address ${reg.address} is already registered by service '${existing.service_name}'; deregister that instance first (DELETE /api/registry/${existing.id}), or keep the node id to rename the service`);
+        throw conflict(`address ${reg.address} is already registered by service '${existing.service_name}'; deregister that instance first (DELETE /api/registry/${existing.id}), or keep the node id to rename the service`);
       }
       const clash = (await sql<Row[]>`
         SELECT id, address FROM utilmeta_instance WHERE resource_id = ${reg.instanceId} AND address <> ${reg.address}`)[0];
       if (clash) {
-        throw new HttpError(409, `instance resource ${reg.instanceId} is already registered at address ${clash.address} (instance ${clash.id})`);
+        throw conflict(`instance resource ${reg.instanceId} is already registered at address ${clash.address} (instance ${clash.id})`);
       }
       const etagJson = reg.resourcesEtag === null ? null : JSON.stringify(reg.resourcesEtag);
       let id: string;

@@ -1,13 +1,12 @@
-// The proxy's own HTTP API under /api (spec §1.2–1.5). Routing is a handful of
-// prefix checks: /api/proxy is the hot path and is matched first.
-import { randomUUID } from 'node:crypto';
+// The node's HTTP surface: /api/proxy (the request chain, matched first: it is
+// the hot path) and the management routes under /api. Routing is a handful of
+// prefix checks.
 import type { Logger } from 'pino';
 import type { Handler, HeaderList, IncomingRequest, ResponseWriter } from '../http/types.ts';
-import { HttpError, corsHeaders, errorBody, sendJson, sendPreflight } from '../api/respond.ts';
+import { HttpError, corsHeaders, errorBody, sendJson, sendPreflight, toHttpError, requestId as makeRequestId } from '../api/index.ts';
 import { SPEC_VERSION, type Config } from '../config/index.ts';
 import { requestClientIp, isPrivateIp, sameIp } from '../net/ip.ts';
 import type { ProxyHandler } from '../proxy/index.ts';
-import { toHttpError } from '../proxy/index.ts';
 import type { RegistryCache } from '../registry/cache.ts';
 import type { RegistryStore, RegisterResult } from '../registry/store.ts';
 import { registryResponse } from '../registry/store.ts';
@@ -35,16 +34,13 @@ export interface AppDeps {
   mounts?: Array<{ prefix: string; handle: (req: IncomingRequest, res: ResponseWriter, rest: string, requestId: string) => Promise<void> }>;
 }
 
-const REQUEST_ID = /^[\w.:@/+=-]{1,128}$/;
-
 export function createApp(deps: AppDeps): Handler {
   const { config, log } = deps;
   const ipOf = (req: IncomingRequest) => requestClientIp(req, config.trustedProxies);
 
   const debug = log.isLevelEnabled('debug');
   return (req, res) => {
-    const given = req.header('x-request-id');
-    const requestId = given && REQUEST_ID.test(given) ? given : randomUUID();
+    const requestId = makeRequestId(req.header('x-request-id'));
     // Headers only at debug, through the logger's redaction (secret names → [redacted]).
     if (debug) log.debug({ requestId, method: req.method, path: req.path, peer: req.remoteAddress, headers: req.headers }, 'request');
     const path = req.path;
@@ -53,7 +49,7 @@ export function createApp(deps: AppDeps): Handler {
       return deps.proxy.handle(req, res, path.slice(10), ipOf(req), requestId);
     }
     return api(req, res, requestId).catch((err) => {
-      const e = toHttpError(err, config.bodyLimit) ?? dbError(err);
+      const e = toHttpError(err, config.bodyLimit);
       if (!e) log.error({ err, requestId, path }, 'request failed');
       const he = e ?? new HttpError(500, 'internal error; see the proxy log for request ' + requestId);
       if (!res.aborted) sendJson(res, he.status, errorBody(he), [...corsHeaders(req), ['x-request-id', requestId], ...he.headers]);
@@ -96,7 +92,13 @@ export function createApp(deps: AppDeps): Handler {
     if (path.startsWith('/api/registry/')) {
       if (!methods('DELETE')) return;
       requireInternal(req);
-      const key = decodeURIComponent(path.slice('/api/registry/'.length));
+      const raw = path.slice('/api/registry/'.length);
+      let key: string;
+      try {
+        key = decodeURIComponent(raw);
+      } catch {
+        throw new HttpError(400, `'${raw}' is not a valid percent-encoded instance id or address`);
+      }
       const removed = await deps.store.deregister(key);
       if (!removed) throw new HttpError(404, `no registered instance with id or address '${key}'`);
       await deps.registry.refresh().catch(() => {});
@@ -138,16 +140,4 @@ export function createApp(deps: AppDeps): Handler {
     }
     sendJson(res, 200, registryResponse(result.instance), headers);
   }
-}
-
-/** postgres.js errors → clear 4xx/503 instead of a 500. */
-function dbError(err: unknown): HttpError | null {
-  const e = err as { code?: string; message?: string; constraint_name?: string };
-  if (!e || typeof e !== 'object') return null;
-  const net = ['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'CONNECT_TIMEOUT', 'CONNECTION_CLOSED', 'CONNECTION_ENDED', 'CONNECTION_DESTROYED', '57P01', '57P03'];
-  if (e.code && net.includes(e.code)) return new HttpError(503, `database unavailable (${e.code}); try again later`);
-  if (e.code === '23505') return new HttpError(409, `conflicts with an existing row (${e.constraint_name ?? 'unique constraint'})`);
-  if (e.code === '22001') return new HttpError(400, `a value is too long for its column: ${e.message}`);
-  if (e.code?.startsWith('22') || e.code?.startsWith('23')) return new HttpError(400, `invalid value: ${e.message}`);
-  return null;
 }

@@ -9,6 +9,7 @@ import { RegistryStore } from '../registry/store.ts';
 import { ProxyHandler } from '../proxy/index.ts';
 import { Upstream } from '../proxy/upstream.ts';
 import { createApp, type AppDeps } from '../routes/index.ts';
+import { createOpsApi } from '../routes/ops.ts';
 import { listen } from '../http/listen.ts';
 import type { Listener } from '../http/types.ts';
 import { isPrivateIp } from '../net/ip.ts';
@@ -99,7 +100,7 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
       log,
       upstream,
       snapshot: () => registry.snapshot,
-      modes: platform.modes,
+      platform: platform.authority,
       onResult: (r: ProxyLogRecord) => {
         metrics.observe(r);
         // One line per proxied request; bodies and headers are never logged at info.
@@ -116,7 +117,7 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
       store,
       publicBaseUrl: await isPublicHost(config.baseUrl),
       afterRegister: (reg, result) => platform.afterRegister(reg, result),
-      mounts: [{ prefix: '/api/ops', handle: platform.opsApi }],
+      mounts: [{ prefix: '/api/ops', handle: createOpsApi({ config, log, repo: platform.repo, tokens: platform.tokens, openapi: platform.openapi }) }],
       readiness: async () => {
         try {
           // Every probe: both pools answer. The migration state (six catalog queries)

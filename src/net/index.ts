@@ -1,0 +1,1 @@
+export { normalizeIp, isPrivateIp, clientIp, requestClientIp, sameIp, type PeerSource } from './ip.ts';

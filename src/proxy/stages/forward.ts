@@ -1,0 +1,58 @@
+// The upstream leg: outbound headers, the attempts with failover, and the
+// headers the proxy adds to the relayed response.
+import { corsHeaders } from '../../api/respond.ts';
+import type { HeaderList, IncomingRequest } from '../../http/types.ts';
+import { outboundHeaders } from '../control.ts';
+import type { Exchange } from '../exchange.ts';
+import type { Stage } from '../chain.ts';
+import type { Candidate, Upstream } from '../upstream.ts';
+
+export function proxyHeaders(out: HeaderList, target: Candidate, retries: number, hideId: boolean): void {
+  out.push(['x-utilmeta-proxy-destination-base-url', target.baseUrl]);
+  if (retries > 0) out.push(['x-utilmeta-proxy-retries', String(retries)]);
+  if (!hideId && target.remoteId) out.push(['x-utilmeta-proxy-destination-instance-id', target.remoteId]);
+}
+
+/** Adds server-timing, the destination headers, the request id and CORS to an upstream response. */
+function decorate(x: Exchange, req: IncomingRequest, out: HeaderList, target: Candidate, retries: number): void {
+  let upstreamTiming: string | undefined;
+  let hasCors = false;
+  let hasRequestId = false;
+  for (let i = out.length - 1; i >= 0; i--) {
+    const name = out[i][0];
+    if (name === 'server-timing') {
+      upstreamTiming = upstreamTiming ? `${out[i][1]},${upstreamTiming}` : out[i][1];
+      out.splice(i, 1);
+    } else if (name === 'access-control-allow-origin') hasCors = true;
+    else if (name === 'x-request-id') hasRequestId = true;
+  }
+  // Time spent in the proxy up to the upstream's response head.
+  const dur = Math.round(performance.now() - x.started);
+  out.push(['server-timing', upstreamTiming ? `proxy;dur=${dur},${upstreamTiming}` : `proxy;dur=${dur}`]);
+  proxyHeaders(out, target, retries, x.hideInstanceId);
+  if (!hasRequestId) out.push(['x-request-id', x.requestId]);
+  // An upstream that answers CORS itself is left alone.
+  if (!hasCors) for (const h of corsHeaders(req)) out.push(h);
+}
+
+export function forward(upstream: Upstream): Stage {
+  return async (x) => {
+    const req = x.req;
+    const peerChain = req.header('x-forwarded-for');
+    const forwardedFor = x.forwardedFor ?? (peerChain && x.clientIp !== req.remoteAddress ? `${peerChain}, ${req.remoteAddress}` : x.clientIp);
+    const headers = outboundHeaders(req, x.streamed, x.upstreamHeaders, forwardedFor);
+    const c = x.control;
+    x.outcome = await upstream.forward(
+      { method: req.method, path: x.path, query: req.query, headers, body: x.body, idempotent: c.idempotent, timeoutMs: c.timeoutMs, failover: x.failover },
+      x.candidates,
+      x.res,
+      (_status, out, target, retries) => decorate(x, req, out, target, retries),
+    );
+    const o = x.outcome;
+    if (o.error && !o.committed && !x.res.aborted) {
+      const h: HeaderList = [['content-type', 'application/json'], ...corsHeaders(req), ['x-request-id', x.requestId]];
+      if (o.target) proxyHeaders(h, o.target, o.retries, x.hideInstanceId);
+      x.res.send(o.error.status, h, JSON.stringify({ error: o.error.message, state: `upstream_${o.error.kind}` }));
+    }
+  };
+}
