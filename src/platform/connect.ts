@@ -7,13 +7,12 @@
 // placeholders are removed first, so the only pending row is the right one.
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
-import type postgres from 'postgres';
-import { SPEC_VERSION, type Config } from '../config/index.ts';
+import type { Config } from '../config/index.ts';
 import type { Database } from '../db/index.ts';
 import { dumpsJs, type PyValue } from '../pyjson/index.ts';
 import { SupervisorClient, SupervisorError, RawJson, type SupervisorData, type ResourcesData } from './client.ts';
 import { SupervisorRepository, type SupervisorRow } from './supervisors.ts';
-import { REGISTRY_CHANNEL } from '../registry/cache.ts';
+import type { RegistryStore } from '../registry/index.ts';
 
 export const PROXY_SERVICE_NAME = 'utilmeta-proxy';
 
@@ -30,6 +29,8 @@ export interface ConnectDeps {
   log: Logger;
   clusterKey: string;
   repo: SupervisorRepository;
+  /** The registry tables' one writer. */
+  store: RegistryStore;
   /** Client options shared by every platform call (tests shorten retries). */
   clientOptions?: { retries?: number; timeoutMs?: number; retryTiming?: { minTimeoutMs?: number; maxTimeoutMs?: number } };
   /** Called after a service's node id or instance remote ids change (cache reload). */
@@ -136,20 +137,17 @@ export class Connector {
    * (§3.6.2), then the resource upload. Returns the node id.
    */
   async connectService(p: { serviceId: string; service: string; opsApi: string; metadata: PyValue | Record<string, unknown>; resourcesJson: string | null; resourcesEtag?: string | null }): Promise<string> {
-    const { repo, db, log } = this.deps;
+    const { repo, store, log } = this.deps;
     const row = await this.exclusive(async () => {
       // Another node may have connected it while we waited for the lock.
-      const [svc] = await db.registry<{ node_id: string | null }[]>`SELECT node_id FROM utilmeta_service WHERE id = ${p.serviceId}`;
-      if (svc?.node_id) {
-        const existing = await repo.findForSync(p.service, svc.node_id);
+      const nodeId = await store.serviceNodeId(p.serviceId);
+      if (nodeId) {
+        const existing = await repo.findForSync(p.service, nodeId);
         if (existing) return existing;
       }
       const metadata = new RawJson(dumpsJs(p.metadata));
       const saved = await this.addNode(p.service, p.opsApi, metadata);
-      await db.registry.begin(async (sql: postgres.TransactionSql) => {
-        await sql`UPDATE utilmeta_service SET node_id = ${saved.node_id} WHERE id = ${p.serviceId}`;
-        await sql`SELECT pg_notify(${REGISTRY_CHANNEL}, ${`service:${p.serviceId}`})`;
-      });
+      await store.setServiceNode(p.serviceId, saved.node_id!);
       await repo.attachOrphans(p.service, saved.node_id!, saved.id);
       log.info({ service: p.service, node: saved.node_id, url: saved.url }, 'service connected to the platform');
       return saved;
@@ -190,28 +188,11 @@ export class Connector {
     return 'synced';
   }
 
-  /** Copies instance remote ids from the ops rows the sync just saved (§6.20: they used to lag a registration). */
+  /** Copies instance remote ids from the ops rows the sync just saved (they used to lag a registration). */
   private async refreshRemoteIds(nodeId: string): Promise<void> {
-    const { db } = this.deps;
-    const instances = await db.registry<{ id: string; resource_id: string; remote_id: string | null }[]>`
-      SELECT i.id, i.resource_id, i.remote_id FROM utilmeta_instance i JOIN utilmeta_service s ON s.id = i.service_id WHERE s.node_id = ${nodeId}`;
-    if (instances.length === 0) return;
-    const ids = instances.map((i) => i.resource_id);
-    const rows = await db.ops<{ id: string; remote_id: string | null }[]>`SELECT id::text AS id, remote_id FROM utilmeta_resource WHERE id::text IN ${db.ops(ids)}`;
-    const byId = new Map(rows.map((r) => [r.id, r.remote_id]));
-    let changed = false;
-    for (const i of instances) {
-      const remote = byId.get(i.resource_id) ?? null;
-      if (remote !== null && remote !== i.remote_id) {
-        await db.registry`UPDATE utilmeta_instance SET remote_id = ${remote} WHERE id = ${i.id}`;
-        changed = true;
-      }
-    }
-    if (changed) {
-      await db.registry`SELECT pg_notify(${REGISTRY_CHANNEL}, ${`node:${nodeId}`})`;
-      await this.deps.onRegistryChange?.();
-    }
+    if (await this.deps.store.refreshRemoteIds(nodeId)) await this.deps.onRegistryChange?.();
   }
+
 
   /**
    * §1.6: connects this proxy as node `utilmeta-proxy` (or finds it connected),

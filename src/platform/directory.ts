@@ -2,9 +2,11 @@
 // hot path (supervisor/operations/forward routing and token keys). Python
 // services write these rows too (the platform's callback runs save_supervisor
 // inside the service), and the proxy must not alter their tables with triggers,
-// so the view is polled; an unknown node id triggers one rate-limited lookup.
+// so the live view is polled (no change feed); an unknown node id triggers one
+// rate-limited lookup.
 import type postgres from 'postgres';
 import type { Logger } from 'pino';
+import { LiveView } from '../live/index.ts';
 
 export interface SupervisorEntry {
   id: string;
@@ -32,33 +34,70 @@ function toEntry(r: Row): SupervisorEntry {
   };
 }
 
-export class SupervisorDirectory {
-  private byNode = new Map<string, SupervisorEntry[]>();
-  private pendingByService = new Map<string, SupervisorEntry[]>();
-  private misses = new Map<string, number>();
-  private timer: NodeJS.Timeout | null = null;
-  private inflight: Promise<void> | null = null;
-  generation = 0;
-
-  constructor(private sql: postgres.Sql, private log: Logger, private refreshMs = 5000, private missTtlMs = 2000) {}
-
+/** The rows indexed the way the hot path asks for them, built once per load. */
+class DirectoryIndex {
   /** Supervisor.filter(node_id=…) semantics: connected, enabled, local or with a key. Ordered by id. */
-  forNode(nodeId: string): SupervisorEntry[] {
-    return (this.byNode.get(nodeId) ?? []).filter((e) => !e.disabled && (e.local || e.publicKey !== null));
+  readonly usable = new Map<string, SupervisorEntry[]>();
+  /** Rows usable to verify node tokens: enabled with a public key. */
+  readonly withKeys = new Map<string, SupervisorEntry[]>();
+  readonly known = new Set<string>();
+  readonly pending = new Map<string, SupervisorEntry[]>();
+
+  constructor(rows: Row[]) {
+    const push = (m: Map<string, SupervisorEntry[]>, k: string, e: SupervisorEntry) => {
+      const list = m.get(k);
+      if (list) list.push(e);
+      else m.set(k, [e]);
+    };
+    for (const r of rows) {
+      const e = toEntry(r);
+      if (e.nodeId) {
+        this.known.add(e.nodeId);
+        if (!e.disabled && (e.local || e.publicKey !== null)) push(this.usable, e.nodeId, e);
+        if (!e.disabled && e.publicKey !== null) push(this.withKeys, e.nodeId, e);
+      } else if (e.pending && !e.disabled) push(this.pending, e.service, e);
+    }
+  }
+}
+
+const NONE: SupervisorEntry[] = [];
+
+export class SupervisorDirectory {
+  private readonly view: LiveView<DirectoryIndex>;
+  private misses = new Map<string, number>();
+
+  constructor(sql: postgres.Sql, log: Logger, refreshMs = 5000, private missTtlMs = 2000) {
+    this.view = new LiveView({
+      name: 'supervisor directory',
+      log,
+      initial: new DirectoryIndex([]),
+      resyncMs: refreshMs,
+      load: async () => new DirectoryIndex(await sql<Row[]>`
+        SELECT id, service, node_id, base_url, backup_urls, public_key, local, disabled,
+               (node_id IS NULL AND init_key IS NOT NULL) AS pending
+        FROM utilmeta_supervisor ORDER BY id`),
+    });
   }
 
-  /** Rows usable to verify node tokens: enabled with a public key. */
+  get generation(): number {
+    return this.view.generation;
+  }
+
+  forNode(nodeId: string): SupervisorEntry[] {
+    return this.view.current.usable.get(nodeId) ?? NONE;
+  }
+
   tokenKeys(nodeId: string): SupervisorEntry[] {
-    return (this.byNode.get(nodeId) ?? []).filter((e) => !e.disabled && e.publicKey !== null);
+    return this.view.current.withKeys.get(nodeId) ?? NONE;
   }
 
   pendingFor(service: string): SupervisorEntry[] {
-    return this.pendingByService.get(service) ?? [];
+    return this.view.current.pending.get(service) ?? NONE;
   }
 
-  /** Looks a node up in the database when the cache does not know it (at most once per missTtlMs). */
+  /** Looks a node up in the database when the view does not know it (at most once per missTtlMs). */
   async ensureNode(nodeId: string): Promise<void> {
-    if (this.byNode.has(nodeId)) return;
+    if (this.view.current.known.has(nodeId)) return;
     const last = this.misses.get(nodeId);
     if (last !== undefined && Date.now() - last < this.missTtlMs) return;
     if (this.misses.size > 10_000) this.misses.clear();
@@ -66,49 +105,15 @@ export class SupervisorDirectory {
     await this.refresh().catch(() => {});
   }
 
-  refresh(): Promise<void> {
-    this.inflight ??= this.load().finally(() => (this.inflight = null));
-    return this.inflight;
+  async refresh(): Promise<void> {
+    await this.view.refresh();
   }
 
-  private async load(): Promise<void> {
-    try {
-      const rows = await this.sql<Row[]>`
-        SELECT id, service, node_id, base_url, backup_urls, public_key, local, disabled,
-               (node_id IS NULL AND init_key IS NOT NULL) AS pending
-        FROM utilmeta_supervisor ORDER BY id`;
-      const byNode = new Map<string, SupervisorEntry[]>();
-      const pending = new Map<string, SupervisorEntry[]>();
-      for (const r of rows) {
-        const e = toEntry(r);
-        if (e.nodeId) {
-          const list = byNode.get(e.nodeId) ?? [];
-          list.push(e);
-          byNode.set(e.nodeId, list);
-        } else if (e.pending && !e.disabled) {
-          const list = pending.get(e.service) ?? [];
-          list.push(e);
-          pending.set(e.service, list);
-        }
-      }
-      this.byNode = byNode;
-      this.pendingByService = pending;
-      this.generation++;
-    } catch (err) {
-      this.log.warn({ err }, 'supervisor directory reload failed; keeping the last known rows');
-      throw err;
-    }
+  start(): Promise<void> {
+    return this.view.startLenient();
   }
 
-  async start(): Promise<void> {
-    await this.refresh().catch(() => {});
-    this.timer = setInterval(() => void this.refresh().catch(() => {}), this.refreshMs);
-    this.timer.unref();
-  }
-
-  async stop(): Promise<void> {
-    if (this.timer) clearInterval(this.timer);
-    this.timer = null;
-    await this.inflight?.catch(() => {});
+  stop(): Promise<void> {
+    return this.view.stop();
   }
 }

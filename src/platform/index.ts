@@ -13,7 +13,7 @@ import type { Database } from '../db/index.ts';
 import { parseJwk, serializeJwk, KeyError } from '../tokens/keys.ts';
 import type { Registration } from '../registry/registration.ts';
 import { resourcesMetadata } from '../registry/registration.ts';
-import type { RegisterResult } from '../registry/store.ts';
+import { RegistryStore, type RegisterResult } from '../registry/store.ts';
 import { SupervisorDirectory } from './directory.ts';
 import { SupervisorRepository } from './supervisors.ts';
 import { AccessTokenStore } from './tokens-store.ts';
@@ -60,6 +60,8 @@ export interface PlatformOptions {
   /** Delay bounds of the self-connect retry loop (tests shorten them). */
   retry?: { minTimeout: number; maxTimeout: number };
   onRegistryChange?: () => Promise<void>;
+  /** The registry's writer (the runtime shares its own). */
+  store?: RegistryStore;
 }
 
 /** Decodes SUPERVISOR_CLUSTER_KEY (JSON or base64) once, failing the start with one line. */
@@ -121,7 +123,7 @@ export function createPlatformLink(config: Config, db: Database, log: Logger, op
     await opts.onRegistryChange?.();
   };
   const connector = configured
-    ? new Connector({ config, db, log, clusterKey: clusterKey!, repo, clientOptions: opts.clientOptions, onRegistryChange })
+    ? new Connector({ config, db, log, clusterKey: clusterKey!, repo, store: opts.store ?? new RegistryStore(db.registry, db.ops), clientOptions: opts.clientOptions, onRegistryChange })
     : null;
   const modeDeps = { config, directory, clusterKey };
   const state: LinkState = { configured, connected: false, node_id: null, url: null, error: null, attempts: 0 };

@@ -273,9 +273,41 @@ export class RegistryStore {
       return toRecord(rows[0]);
     });
   }
+  /** The platform node id of a service (null: not connected yet). */
+  async serviceNodeId(serviceId: string): Promise<string | null> {
+    const [svc] = await this.registry<{ node_id: string | null }[]>`SELECT node_id FROM utilmeta_service WHERE id = ${serviceId}`;
+    return svc?.node_id ?? null;
+  }
+
+  /** Records the node id the platform gave a service, and tells every node. */
+  async setServiceNode(serviceId: string, nodeId: string): Promise<void> {
+    await this.registry.begin(async (sql) => {
+      await sql`UPDATE utilmeta_service SET node_id = ${nodeId} WHERE id = ${serviceId}`;
+      await sql`SELECT pg_notify(${REGISTRY_CHANNEL}, ${`service:${serviceId}`})`;
+    });
+  }
+
+  /** Copies the platform's instance ids from the ops resource rows; true when any changed. */
+  async refreshRemoteIds(nodeId: string): Promise<boolean> {
+    const instances = await this.registry<{ id: string; resource_id: string; remote_id: string | null }[]>`
+      SELECT i.id, i.resource_id, i.remote_id FROM utilmeta_instance i JOIN utilmeta_service s ON s.id = i.service_id WHERE s.node_id = ${nodeId}`;
+    if (instances.length === 0) return false;
+    const ids = instances.map((i) => i.resource_id);
+    const rows = await this.ops<{ id: string; remote_id: string | null }[]>`SELECT id::text AS id, remote_id FROM utilmeta_resource WHERE id::text IN ${this.ops(ids)}`;
+    const byId = new Map(rows.map((r) => [r.id, r.remote_id]));
+    const changes = instances.flatMap((i) => {
+      const remote = byId.get(i.resource_id) ?? null;
+      return remote !== null && remote !== i.remote_id ? [{ id: i.id, remote }] : [];
+    });
+    if (changes.length === 0) return false;
+    await this.registry.begin(async (sql) => {
+      for (const c of changes) await sql`UPDATE utilmeta_instance SET remote_id = ${c.remote} WHERE id = ${c.id}`;
+      await sql`SELECT pg_notify(${REGISTRY_CHANNEL}, ${`node:${nodeId}`})`;
+    });
+    return true;
+  }
 }
 
-/** The §1.4 response body (what RegistryInstanceSchema parses; created_time for ≤2.8.1). */
 export function registryResponse(inst: InstanceRecord): Record<string, unknown> {
   const { service_name: _name, ...rest } = inst;
   return rest;

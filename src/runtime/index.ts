@@ -79,7 +79,8 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
       connectTimeoutMs: Math.min(10_000, config.maxTimeout * 1000),
     });
     cleanup.unshift(() => upstream.close());
-    const platform = createPlatformLink(config, db, log, { ...opts.platform, onRegistryChange: async () => void (await registry.refresh().catch(() => {})) });
+    const store = new RegistryStore(db.registry, db.ops);
+    const platform = createPlatformLink(config, db, log, { ...opts.platform, store, onRegistryChange: async () => void (await registry.refresh().catch(() => {})) });
     await platform.start();
     cleanup.unshift(() => platform.stop());
     const metrics = new Metrics({
@@ -107,7 +108,6 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
         if (logRequests) log.info(r, 'proxied');
       },
     });
-    const store = new RegistryStore(db.registry, db.ops);
     let migrations: { at: number; status: MigrationStatus } | null = null;
     const deps: AppDeps = {
       config,
