@@ -3,7 +3,7 @@
 // view answers with a catch-up reload, which also covers what changed between
 // the first load and the first LISTEN.
 import type postgres from 'postgres';
-import type { ChangeFeed } from './index.ts';
+import type { ChangeFeed } from './view.ts';
 
 export function pgNotifyFeed(sql: postgres.Sql, channel: string): ChangeFeed {
   return {

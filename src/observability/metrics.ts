@@ -4,7 +4,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import client from 'prom-client';
-import type { ProxyLogRecord } from '../proxy/index.ts';
+import type { ProxyLogRecord } from './record.ts';
 
 export interface MetricSources {
   registry: () => { services: ReadonlyArray<{ name: string; instances: ReadonlyArray<{ connected: boolean }> }>; instanceCount: number };

@@ -16,6 +16,7 @@ import { parseControl, type ProxyType } from './control.ts';
 import { compose, type Chain, type Stage } from './chain.ts';
 import { Exchange } from './exchange.ts';
 import type { Upstream } from './upstream.ts';
+import type { ProxyLogRecord } from '../observability/record.ts';
 import {
   authenticatePlatform, bodyPolicy, chooseInstances, forward, identifyCaller, platformTarget, requireCandidates,
   requireNodeId, requireServiceName, resolveByName, resolvePlatformService,
@@ -25,6 +26,7 @@ export { Exchange } from './exchange.ts';
 export { compose, type Stage, type Chain } from './chain.ts';
 export { Upstream, UpstreamError, classify, type Candidate, type ForwardOutcome } from './upstream.ts';
 export type { ProxyType, ProxyControl } from './control.ts';
+export type { ProxyLogRecord } from '../observability/record.ts';
 
 /** Stages a capability contributes, by the point of the chain they run at. */
 export interface ChainExtensions {
@@ -45,25 +47,6 @@ export interface ProxyDeps {
   onResult?: (r: ProxyLogRecord) => void;
 }
 
-export interface ProxyLogRecord {
-  requestId: string;
-  method: string;
-  path: string;
-  type: ProxyType | 'invalid';
-  service?: string;
-  target?: string;
-  status: number;
-  retries: number;
-  durationMs: number;
-  /** Time to the upstream's final answer (ms), when one was attempted. */
-  upstreamMs?: number;
-  /** Platform instance id of the final target, when known. */
-  instance?: string;
-  error?: string;
-  /** Upstream failure kind (timeout, refused, …) or the state of a proxy-made error. */
-  errorKind?: string;
-  state?: string;
-}
 
 export function buildChains(deps: ProxyDeps): Partial<Record<ProxyType, Chain>> {
   const { config, upstream } = deps;

@@ -1,0 +1,21 @@
+// What one proxied exchange leaves behind: one log line and its metrics.
+export interface ProxyLogRecord {
+  requestId: string;
+  method: string;
+  path: string;
+  /** The proxy type, or 'invalid' when the control headers did not decode. */
+  type: string;
+  service?: string;
+  target?: string;
+  status: number;
+  retries: number;
+  durationMs: number;
+  /** Time to the upstream's final answer (ms), when one was attempted. */
+  upstreamMs?: number;
+  /** Platform instance id of the final target, when known. */
+  instance?: string;
+  error?: string;
+  /** Upstream failure kind (timeout, refused, …) or the state of a proxy-made error. */
+  errorKind?: string;
+  state?: string;
+}
