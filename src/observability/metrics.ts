@@ -4,6 +4,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import client from 'prom-client';
+import { PlainCounter, PlainHistogram } from './plain.ts';
 import type { ProxyLogRecord } from './record.ts';
 
 export interface MetricSources {
@@ -16,32 +17,28 @@ export interface MetricSources {
 const TOKEN_STATES = new Set(['token_required', 'token_invalid', 'token_expired', 'node_id_mismatch', 'issuer_mismatch', 'audience_mismatch', 'cluster_mismatch', 'supervisor_not_found', 'node_required', 'insufficient_scope']);
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
 
+const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+
 export class Metrics {
   readonly registry = new client.Registry();
-  private readonly requests: client.Counter<'type' | 'method' | 'status'>;
-  private readonly upstreamSeconds: client.Histogram<'type'>;
-  private readonly durationSeconds: client.Histogram<'type'>;
-  private readonly retries: client.Counter<'type'>;
-  private readonly failovers: client.Counter<'type'>;
-  private readonly upstreamErrors: client.Counter<'kind'>;
-  private readonly tokenRejections: client.Counter<'reason'>;
+  private readonly requests: PlainCounter;
+  private readonly upstreamSeconds: PlainHistogram;
+  private readonly durationSeconds: PlainHistogram;
+  private readonly retries: PlainCounter;
+  private readonly failovers: PlainCounter;
+  private readonly upstreamErrors: PlainCounter;
+  private readonly tokenRejections: PlainCounter;
 
   constructor(sources: MetricSources) {
     const r = this.registry;
     client.collectDefaultMetrics({ register: r, prefix: 'utilmeta_proxy_' });
-    this.requests = new client.Counter({ name: 'utilmeta_proxy_requests_total', help: 'Proxied requests by proxy type, method and status code', labelNames: ['type', 'method', 'status'], registers: [r] });
-    this.upstreamSeconds = new client.Histogram({
-      name: 'utilmeta_proxy_upstream_duration_seconds', help: 'Time from the request to the final upstream response head',
-      labelNames: ['type'], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers: [r],
-    });
-    this.durationSeconds = new client.Histogram({
-      name: 'utilmeta_proxy_request_duration_seconds', help: 'Total time of proxied requests in the proxy, body streaming included',
-      labelNames: ['type'], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers: [r],
-    });
-    this.retries = new client.Counter({ name: 'utilmeta_proxy_upstream_retries_total', help: 'Upstream attempts abandoned for the next candidate', labelNames: ['type'], registers: [r] });
-    this.failovers = new client.Counter({ name: 'utilmeta_proxy_failovers_total', help: 'Requests answered by another candidate than the first', labelNames: ['type'], registers: [r] });
-    this.upstreamErrors = new client.Counter({ name: 'utilmeta_proxy_upstream_errors_total', help: 'Requests that ended in an upstream failure, by kind', labelNames: ['kind'], registers: [r] });
-    this.tokenRejections = new client.Counter({ name: 'utilmeta_proxy_token_rejections_total', help: 'Requests refused for their token, by reason (state)', labelNames: ['reason'], registers: [r] });
+    this.requests = new PlainCounter('utilmeta_proxy_requests_total', 'Proxied requests by proxy type, method and status code', ['type', 'method', 'status']).register(r);
+    this.upstreamSeconds = new PlainHistogram('utilmeta_proxy_upstream_duration_seconds', 'Time from the request to the final upstream response head', ['type'], DURATION_BUCKETS).register(r);
+    this.durationSeconds = new PlainHistogram('utilmeta_proxy_request_duration_seconds', 'Total time of proxied requests in the proxy, body streaming included', ['type'], DURATION_BUCKETS).register(r);
+    this.retries = new PlainCounter('utilmeta_proxy_upstream_retries_total', 'Upstream attempts abandoned for the next candidate', ['type']).register(r);
+    this.failovers = new PlainCounter('utilmeta_proxy_failovers_total', 'Requests answered by another candidate than the first', ['type']).register(r);
+    this.upstreamErrors = new PlainCounter('utilmeta_proxy_upstream_errors_total', 'Requests that ended in an upstream failure, by kind', ['kind']).register(r);
+    this.tokenRejections = new PlainCounter('utilmeta_proxy_token_rejections_total', 'Requests refused for their token, by reason (state)', ['reason']).register(r);
 
     // Gauges read their sources at scrape time: nothing to maintain on the hot path.
     new client.Gauge({
@@ -83,32 +80,18 @@ export class Metrics {
     });
   }
 
-  // Label children cached by key: prom-client hashes a label object on every call otherwise.
-  private requestChildren = new Map<string, client.Counter.Internal>();
-  private durationChildren = new Map<string, client.Histogram.Internal<'type'>>();
-  private upstreamChildren = new Map<string, client.Histogram.Internal<'type'>>();
-
-  /** Called once per proxied request (from the proxy's result hook). */
+  /** Called once per proxied request (from the proxy's result hook): plain increments only. */
   observe(rec: ProxyLogRecord): void {
     const method = METHODS.has(rec.method) ? rec.method : 'OTHER';
-    const key = `${rec.type} ${method} ${rec.status}`;
-    let req = this.requestChildren.get(key);
-    if (!req) this.requestChildren.set(key, (req = this.requests.labels(rec.type, method, String(rec.status))));
-    req.inc();
-    let dur = this.durationChildren.get(rec.type);
-    if (!dur) this.durationChildren.set(rec.type, (dur = this.durationSeconds.labels(rec.type)));
-    dur.observe(rec.durationMs / 1000);
-    if (rec.upstreamMs !== undefined) {
-      let up = this.upstreamChildren.get(rec.type);
-      if (!up) this.upstreamChildren.set(rec.type, (up = this.upstreamSeconds.labels(rec.type)));
-      up.observe(rec.upstreamMs / 1000);
-    }
+    this.requests.inc(`${rec.type}\u0000${method}\u0000${rec.status}`);
+    this.durationSeconds.observe(rec.type, rec.durationMs / 1000);
+    if (rec.upstreamMs !== undefined) this.upstreamSeconds.observe(rec.type, rec.upstreamMs / 1000);
     if (rec.retries > 0) {
-      this.retries.inc({ type: rec.type }, rec.retries);
-      if (rec.errorKind === undefined) this.failovers.inc({ type: rec.type });
+      this.retries.inc(rec.type, rec.retries);
+      if (rec.errorKind === undefined) this.failovers.inc(rec.type);
     }
-    if (rec.errorKind && rec.errorKind !== 'client_aborted') this.upstreamErrors.inc({ kind: rec.errorKind });
-    if (rec.state && TOKEN_STATES.has(rec.state)) this.tokenRejections.inc({ reason: rec.state });
+    if (rec.errorKind && rec.errorKind !== 'client_aborted') this.upstreamErrors.inc(rec.errorKind);
+    if (rec.state && TOKEN_STATES.has(rec.state)) this.tokenRejections.inc(rec.state);
   }
 
   async text(): Promise<string> {
