@@ -40,7 +40,7 @@ describe('plain metrics', () => {
     const b = new client.Registry();
     new PlainCounter('z_total', 'help', ['k']).register(a).inc('x', 2);
     new PlainCounter('z_total', 'help', ['k']).register(b).inc('x', 5);
-    const merged = client.Registry.aggregate([await a.getMetricsAsJSON(), await b.getMetricsAsJSON()]);
+    const merged = client.AggregatorRegistry.aggregate([await a.getMetricsAsJSON(), await b.getMetricsAsJSON()]);
     assert.match(await merged.metrics(), /z_total\{k="x"\} 7/);
   });
 });
