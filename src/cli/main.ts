@@ -114,9 +114,20 @@ async function main(argv: string[]): Promise<number> {
     }
   }
   // start
-  const { startNode } = await import('../runtime/index.ts');
   if (config.baseUrlDerived) log.warn({ baseUrl: config.baseUrl }, `${PREFIX}BASE_URL is not set; using the listen address`);
-  const node = await startNode(config, log);
+  let node: { close(): Promise<void> };
+  if (config.workers > 1) {
+    const { uwsAvailable } = await import('../http/index.ts');
+    if (uwsAvailable()) {
+      const { startWorkers } = await import('../runtime/workers.ts');
+      node = await startWorkers(config, log, config.workers);
+    } else {
+      log.warn({ workers: config.workers }, 'uWebSockets.js is unavailable: one node:http listener serves instead of several threads');
+      node = await (await import('../runtime/index.ts')).startNode(config, log);
+    }
+  } else {
+    node = await (await import('../runtime/index.ts')).startNode(config, log);
+  }
   const stop = async (signal: string) => {
     log.info({ signal }, 'shutting down');
     await node.close();

@@ -4,6 +4,7 @@
 import { readFileSync, existsSync } from 'node:fs';
 import { BlockList, isIP } from 'node:net';
 import dotenv from 'dotenv';
+import { availableParallelism } from 'node:os';
 import type { DbConfig } from '../db/index.ts';
 
 export const PREFIX = 'UTILMETA_PROXY_';
@@ -20,6 +21,8 @@ export interface Config {
   bindHost: string;
   bindPort: number;
   server: 'auto' | 'uws' | 'node';
+  /** Listener threads sharing the port (uWebSockets.js only). */
+  workers: number;
   production: boolean;
   private: boolean;
   validateForwardIps: boolean;
@@ -53,6 +56,7 @@ export const VARIABLES: Array<{ name: string; default: string; help: string; gro
   { group: 'Service', name: 'BIND_HOST', default: '127.0.0.1', help: 'Address to listen on (0.0.0.0 or :: for all interfaces; the Docker image sets 0.0.0.0).' },
   { group: 'Service', name: 'BIND_PORT', default: "BASE_URL's port, else 8888", help: 'Port to listen on.' },
   { group: 'Service', name: 'SERVER', default: 'auto', help: 'Listener: auto (uWebSockets.js, falling back to node:http when the native addon cannot load), uws or node.' },
+  { group: 'Service', name: 'WORKERS', default: '1', help: 'Listener threads sharing the one port (uWebSockets.js only): a number from 1 to 64, or auto for the available cores. Each thread keeps its own in-memory views; the metrics endpoint sums them.' },
   { group: 'Service', name: 'PRODUCTION', default: 'false', help: 'Production mode: platform URLs must be https.' },
   { group: 'Access', name: 'PRIVATE', default: 'false', help: 'Only accept registrations and discovery/forward calls from private-network client IPs.' },
   { group: 'Access', name: 'VALIDATE_FORWARD_IPS', default: 'false', help: 'discovery/forward callers must be registered instances (matched by client IP against instance host).' },
@@ -130,6 +134,11 @@ export function parseConfig(env: Env, envFile: string | null = null): Config {
     base = `http://${h}:${bindPort}/api`;
   }
   const server = r.choice('SERVER', ['auto', 'uws', 'node'] as const, 'auto');
+  const workersRaw = r.str('WORKERS');
+  const workers = workersRaw === 'auto' ? Math.max(1, Math.min(64, availableParallelism())) : r.int('WORKERS', 1, 1, 64);
+  if (workers > 1 && server === 'node') {
+    throw new ConfigError(`${PREFIX}WORKERS: ${workers} listener threads need the uWebSockets.js listener; node:http serves one (set ${PREFIX}SERVER=uws or auto)`);
+  }
   const engine = r.str('DB_ENGINE');
   if (engine && !/^(postgres|postgresql|django\.db\.backends\.postgresql(_psycopg2)?)$/.test(engine)) {
     throw new ConfigError(`${PREFIX}DB_ENGINE: only postgresql is supported, got '${engine}'`);
@@ -166,6 +175,7 @@ export function parseConfig(env: Env, envFile: string | null = null): Config {
     bindHost,
     bindPort,
     server,
+    workers,
     production: r.bool('PRODUCTION', false),
     private: r.bool('PRIVATE', false),
     validateForwardIps: r.bool('VALIDATE_FORWARD_IPS', false),

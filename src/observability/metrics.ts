@@ -8,6 +8,8 @@ import { PlainCounter, PlainHistogram } from './plain.ts';
 import type { ProxyLogRecord } from './record.ts';
 
 export interface MetricSources {
+  /** Collect the process's default metrics here (false in a listener thread of several). */
+  defaultMetrics?: boolean;
   registry: () => { services: ReadonlyArray<{ name: string; instances: ReadonlyArray<{ connected: boolean }> }>; instanceCount: number };
   platform: () => { configured: boolean; connected: boolean };
   lastSync: () => number | null;
@@ -31,7 +33,7 @@ export class Metrics {
 
   constructor(sources: MetricSources) {
     const r = this.registry;
-    client.collectDefaultMetrics({ register: r, prefix: 'utilmeta_proxy_' });
+    if (sources.defaultMetrics !== false) client.collectDefaultMetrics({ register: r, prefix: 'utilmeta_proxy_' });
     this.requests = new PlainCounter('utilmeta_proxy_requests_total', 'Proxied requests by proxy type, method and status code', ['type', 'method', 'status']).register(r);
     this.upstreamSeconds = new PlainHistogram('utilmeta_proxy_upstream_duration_seconds', 'Time from the request to the final upstream response head', ['type'], DURATION_BUCKETS).register(r);
     this.durationSeconds = new PlainHistogram('utilmeta_proxy_request_duration_seconds', 'Total time of proxied requests in the proxy, body streaming included', ['type'], DURATION_BUCKETS).register(r);
@@ -41,41 +43,43 @@ export class Metrics {
     this.tokenRejections = new PlainCounter('utilmeta_proxy_token_rejections_total', 'Requests refused for their token, by reason (state)', ['reason']).register(r);
 
     // Gauges read their sources at scrape time: nothing to maintain on the hot path.
+    // Every listener thread sees the same registry and link, so threads are merged
+    // by max, not summed.
     new client.Gauge({
-      name: 'utilmeta_proxy_registry_services', help: 'Registered services', registers: [r],
+      name: 'utilmeta_proxy_registry_services', help: 'Registered services', registers: [r], aggregator: 'max',
       collect() { this.set(sources.registry().services.length); },
     });
     new client.Gauge({
-      name: 'utilmeta_proxy_registry_instances', help: 'Registered instances', registers: [r],
+      name: 'utilmeta_proxy_registry_instances', help: 'Registered instances', registers: [r], aggregator: 'max',
       collect() { this.set(sources.registry().instanceCount); },
     });
     new client.Gauge({
-      name: 'utilmeta_proxy_service_instances', help: 'Connected instances per service', labelNames: ['service'], registers: [r],
+      name: 'utilmeta_proxy_service_instances', help: 'Connected instances per service', labelNames: ['service'], registers: [r], aggregator: 'max',
       collect() {
         this.reset();
         for (const s of sources.registry().services) this.set({ service: s.name }, s.instances.filter((i) => i.connected).length);
       },
     });
     new client.Gauge({
-      name: 'utilmeta_proxy_platform_connected', help: '1 when this node is connected to the platform (0 when not, -1 when not configured)', registers: [r],
+      name: 'utilmeta_proxy_platform_connected', help: '1 when this node is connected to the platform (0 when not, -1 when not configured)', registers: [r], aggregator: 'max',
       collect() {
         const p = sources.platform();
         this.set(p.configured ? (p.connected ? 1 : 0) : -1);
       },
     });
     new client.Gauge({
-      name: 'utilmeta_proxy_platform_last_sync_timestamp_seconds', help: 'Unix time of the last resource upload accepted by the platform (0: never)', registers: [r],
+      name: 'utilmeta_proxy_platform_last_sync_timestamp_seconds', help: 'Unix time of the last resource upload accepted by the platform (0: never)', registers: [r], aggregator: 'max',
       collect() { this.set((sources.lastSync() ?? 0) / 1000); },
     });
     new client.Gauge({
-      name: 'utilmeta_proxy_database_up', help: '1 when the last registry reload succeeded', registers: [r],
+      name: 'utilmeta_proxy_database_up', help: '1 when the last registry reload succeeded', registers: [r], aggregator: 'max',
       collect() {
         const d = sources.db();
         this.set(d.up === null ? 0 : d.up ? 1 : 0);
       },
     });
     new client.Gauge({
-      name: 'utilmeta_proxy_database_pool_size', help: 'Connections allowed per database pool', registers: [r],
+      name: 'utilmeta_proxy_database_pool_size', help: 'Connections allowed per database pool', registers: [r], aggregator: 'max',
       collect() { this.set(sources.db().poolSize); },
     });
   }
@@ -104,7 +108,13 @@ export interface MetricsServer {
   close(): Promise<void>;
 }
 
-export async function startMetricsServer(metrics: Metrics, host: string, port: number): Promise<MetricsServer> {
+/** What the metrics listener serves: one node's metrics, or the sum of several threads'. */
+export interface MetricsText {
+  registry: { contentType: string };
+  text(): Promise<string>;
+}
+
+export async function startMetricsServer(metrics: MetricsText, host: string, port: number): Promise<MetricsServer> {
   const server = http.createServer((req, res) => {
     if (req.url !== '/metrics' && !req.url?.startsWith('/metrics?')) {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('metrics are at /metrics\n');

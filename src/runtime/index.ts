@@ -38,6 +38,14 @@ export interface StartOptions {
   migrate?: boolean;
   /** Platform link tuning (tests shorten retries). */
   platform?: PlatformOptions;
+  /** Start the platform self-connect loop (default true; one listener thread of several does). */
+  selfConnect?: boolean;
+  /** Serve METRICS_PORT from this node (default true; with workers the main thread serves the sum). */
+  metricsServer?: boolean;
+  /** Collect the process's default metrics (default true; with workers the main thread does). */
+  defaultMetrics?: boolean;
+  /** Listen on this port instead of BIND_PORT (the workers after the first share its port). */
+  port?: number;
   /** Hook to extend the app (platform link, metrics). */
   extend?: (deps: AppDeps, node: Omit<ProxyNode, 'listener' | 'origin' | 'close'>) => void | Promise<void>;
 }
@@ -84,13 +92,14 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
     await platform.start();
     cleanup.unshift(() => platform.stop());
     const metrics = new Metrics({
+      defaultMetrics: opts.defaultMetrics !== false,
       registry: () => registry.snapshot,
       platform: () => platform.state(),
       lastSync: () => platform.connector?.lastSync ?? null,
       db: () => ({ up: registry.generation === 0 ? null : registry.lastError === null, poolSize: db.embedded ? 1 : config.db.poolSize, embedded: db.embedded }),
     });
     let metricsServer: MetricsServer | null = null;
-    if (config.metricsPort !== null) {
+    if (config.metricsPort !== null && opts.metricsServer !== false) {
       metricsServer = await startMetricsServer(metrics, config.metricsHost, config.metricsPort);
       cleanup.unshift(() => metricsServer!.close());
       log.info({ address: `http://${config.metricsHost}:${metricsServer.port}/metrics` }, 'metrics listening');
@@ -137,12 +146,12 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
       },
     };
     await opts.extend?.(deps, { config, db, registry, upstream, proxy, platform, metrics, metricsServer });
-    const listener = await listen(createApp(deps), { host: config.bindHost, port: config.bindPort, server: config.server }, log);
+    const listener = await listen(createApp(deps), { host: config.bindHost, port: opts.port ?? config.bindPort, server: config.server }, log);
     cleanup.unshift(() => listener.close());
     const hostText = listener.host.includes(':') ? `[${listener.host}]` : listener.host;
     const origin = `http://${hostText === '0.0.0.0' ? '127.0.0.1' : hostText === '[::]' ? '[::1]' : hostText}:${listener.port}`;
     log.info({ listener: listener.kind, address: origin, baseUrl: config.baseUrl, database: db.describe }, 'utilmeta-proxy listening');
-    platform.connectInBackground();
+    if (opts.selfConnect !== false) platform.connectInBackground();
     let closed: Promise<void> | null = null;
     return {
       config, listener, db, registry, upstream, proxy, platform, metrics, metricsServer, origin,
