@@ -6,11 +6,13 @@
 // upstream, or a failure carrying the AWS error code, the HTTP status and a `state`.
 //
 // Checks run in a fixed order and the first failure answers:
-//   1 parse  2 multiple carriers  3 date format  4 scope format (and scope date = request day)
-//   5 region, service  6 skew or presign window  7 key lookup and status  8 signed-header rules
-//   9 payload-hash form  10 signature  11 declared hash vs body  12 owner status.
-// Steps 1–10 are `verifySigV4`; 11–12 are `finishSigV4`, so that a caller can stream a request
-// whose signature is known good while it hashes the buffered body. `authenticateSigV4` runs all.
+//   1 parse  2 multiple carriers  3 date format  4 scope format  5 region, service, then
+//   scope day = X-Amz-Date day  6 skew or presign window  7 key lookup and status
+//   8 signed-header rules  9 payload-hash form  10 signature  11 declared hash vs body
+//   12 owner status.
+// Steps 1–10 are `verifySigV4`, 11–12 `finishSigV4`: a request that declares a hex hash has its
+// signature checked before the caller buffers and hashes the body. Nothing may reach an upstream
+// before `finishSigV4` succeeds. `authenticateSigV4` runs all twelve on a buffered body.
 //
 // The canonicalisation is hand-written rather than taken from @smithy/signature-v4: the signer
 // libraries canonicalise a request they build (a parsed query object, a path they will encode),
@@ -626,7 +628,7 @@ export function verifySigV4(req: SigV4Request, ctx: SigV4Context): SigV4Verified
     return fail('sigv4_date', `X-Amz-Date must be in the ISO8601 basic format YYYYMMDD'T'HHMMSS'Z'; got '${amzDate}'.`);
   }
 
-  // 4. scope format, and the scope day must be the request's day
+  // 4. scope format
   const scopeParts = parsed.credential.split('/');
   if (scopeParts.length !== 5 || scopeParts[4] !== 'aws4_request' || !/^\d{8}$/.test(scopeParts[1]) || scopeParts[0] === '') {
     return fail(
@@ -636,7 +638,7 @@ export function verifySigV4(req: SigV4Request, ctx: SigV4Context): SigV4Verified
   }
   const [accessKeyId, scopeDate, region, service] = scopeParts;
 
-  // 5. region and service
+  // 5. region and service, then the scope day must be the request's day
   if (region !== options.region) return fail('sigv4_region', 'Credential should be scoped to a valid region.');
   if (!options.services.includes(service)) {
     return fail('sigv4_service', `Credential should be scoped to correct service: '${options.services[0] ?? ''}'.`);
