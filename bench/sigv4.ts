@@ -3,7 +3,7 @@
 // SigV4 verification cost per request, in-process (no sockets): the request is signed once by
 // aws4, then verified in a loop from its raw form (rawHeaders → pairs, canonicalisation, SHA-256,
 // HMAC, timing-safe compare). Prints the median over rounds; asserts nothing.
-import { createHash } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
 import { cpus } from 'node:os';
 import { parseArgs } from 'node:util';
 import aws4 from 'aws4';
@@ -67,28 +67,40 @@ function verifyOnce(w: Wire, ctx: SigV4Context): void {
   if (!r || !r.ok) throw new Error(`bench request did not verify: ${r ? r.state : 'no credential'}`);
 }
 
-function measure(label: string, w: Wire, fresh: boolean): void {
-  const cache = new SigningKeyCache();
-  const ctx: SigV4Context = { now: NOW, surface: 'proxy', options: DEFAULT_SIGV4_OPTIONS, resolveKey: () => key, cache };
-  for (let i = 0; i < Math.min(ITERATIONS, 5000); i++) verifyOnce(w, ctx); // warm-up (JIT)
+/** Median, min and max µs per call of `fn` over the rounds. */
+function time(fn: () => void): { median: number; min: number; max: number } {
+  for (let i = 0; i < Math.min(ITERATIONS, 5000); i++) fn(); // warm-up (JIT)
   const perRound: number[] = [];
   for (let r = 0; r < ROUNDS; r++) {
     const t0 = process.hrtime.bigint();
-    for (let i = 0; i < ITERATIONS; i++) {
-      if (fresh) cache.clear();
-      verifyOnce(w, ctx);
-    }
+    for (let i = 0; i < ITERATIONS; i++) fn();
     perRound.push(Number(process.hrtime.bigint() - t0) / 1000 / ITERATIONS);
   }
   perRound.sort((a, b) => a - b);
-  const median = perRound[Math.floor(perRound.length / 2)];
+  return { median: perRound[Math.floor(perRound.length / 2)], min: perRound[0], max: perRound[perRound.length - 1] };
+}
+
+function line(label: string, t: { median: number; min: number; max: number }, note = ''): void {
+  console.log(`${label.padEnd(48)} ${t.median.toFixed(2).padStart(7)} µs   (min ${t.min.toFixed(2)}, max ${t.max.toFixed(2)})${note}`);
+}
+
+function measure(label: string, w: Wire, fresh: boolean): void {
+  const cache = new SigningKeyCache();
+  const ctx: SigV4Context = { now: NOW, surface: 'proxy', options: DEFAULT_SIGV4_OPTIONS, resolveKey: () => key, cache };
+  const t = time(() => {
+    if (fresh) cache.clear();
+    verifyOnce(w, ctx);
+  });
   const signed = w.rawHeaders[w.rawHeaders.findIndex((h) => h === 'Authorization') + 1].match(/SignedHeaders=([^,]+)/)![1];
-  console.log(
-    `${label.padEnd(46)} ${median.toFixed(2).padStart(7)} µs/req   (min ${perRound[0].toFixed(2)}, max ${perRound[perRound.length - 1].toFixed(2)}; ${signed.split(';').length} signed headers)`,
-  );
+  line(label, t, `; ${signed.split(';').length} signed headers`);
 }
 
 console.log(`SigV4 verification, in-process, ${ITERATIONS} requests × ${ROUNDS} rounds (median); Node ${process.version}, ${cpus()[0]?.model ?? 'cpu'}`);
+// A yardstick for a loaded machine: the verifier does two of these (SHA-256 of the canonical
+// request, HMAC of the string to sign) plus string work, so the ratio travels between machines.
+const KEY = Buffer.alloc(32, 1);
+const STS = 'AWS4-HMAC-SHA256\n20261127T120000Z\n20261127/pri/utilmeta/aws4_request\n' + EMPTY;
+line('reference: one createHmac(sha256) + digest', time(() => void createHmac('sha256', KEY).update(STS).digest('hex')));
 measure('GET, cached signing key', getReq, false);
 measure('POST 1 KiB JSON incl. body SHA-256, cached key', postReq, false);
 measure('GET, signing key derived every time', getReq, true);

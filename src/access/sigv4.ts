@@ -488,6 +488,8 @@ interface ParsedAuth {
 }
 
 const HEX64 = /^[0-9a-f]{64}$/;
+/** A lower-case HTTP token (a header name as SignedHeaders must list it). */
+const SIGNED_HEADER_NAME = /^[a-z0-9!#$%&'*+\-.^_`|~]+$/;
 const AUTH_PARAM = /^([A-Za-z]+)=(\S*)$/;
 
 function parseAuthorization(value: string): ParsedAuth | SigV4Failure {
@@ -562,14 +564,26 @@ function parsePresign(rawQuery: string): ParsedAuth | SigV4Failure {
 
 const AMZ_DATE = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/;
 
+let lastAmzDate = '';
+let lastAmzTime = NaN;
+
 /** Epoch ms of a `YYYYMMDDTHHMMSSZ` stamp, or NaN when it is not one (including 20261332T…). */
 export function parseAmzDate(s: string): number {
+  // Busy clients send the same stamp for every request within a second.
+  if (s === lastAmzDate) return lastAmzTime;
   const m = AMZ_DATE.exec(s);
   if (!m) return NaN;
-  const [y, mo, d, h, mi, se] = m.slice(1).map(Number);
+  const y = Number(m[1]);
+  const mo = Number(m[2]);
+  const d = Number(m[3]);
+  const h = Number(m[4]);
+  const mi = Number(m[5]);
+  const se = Number(m[6]);
   const t = Date.UTC(y, mo - 1, d, h, mi, se);
   const back = new Date(t);
   if (back.getUTCFullYear() !== y || back.getUTCMonth() !== mo - 1 || back.getUTCDate() !== d || h > 23 || mi > 59 || se > 59) return NaN;
+  lastAmzDate = s;
+  lastAmzTime = t;
   return t;
 }
 
@@ -597,8 +611,7 @@ export function verifySigV4(req: SigV4Request, ctx: SigV4Context): SigV4Verified
 
   // 1. parse
   const carriers = findCarriers(req.headers, req.rawQuery);
-  const sigv4Count = carriers.filter((c) => c !== 'bearer').length;
-  if (sigv4Count === 0) return null;
+  if (!carriers.includes('sigv4-header') && !carriers.includes('sigv4-presigned')) return null;
   let parsed: ParsedAuth | undefined;
   for (const [name, value] of req.headers) {
     if (name !== 'authorization' || !isSigV4Authorization(value)) continue;
@@ -611,7 +624,7 @@ export function verifySigV4(req: SigV4Request, ctx: SigV4Context): SigV4Verified
     if ('ok' in p) return p;
     parsed ??= p;
   }
-  if (!parsed) return null; // unreachable: sigv4Count > 0 means one of the two branches ran
+  if (!parsed) return null; // unreachable: a SigV4 carrier means one of the two branches ran
 
   // 2. multiple carriers
   if (carriers.length > 1) return fail('multiple_credentials', 'Only one auth mechanism allowed; found ' + carriers.join(', ') + '.');
@@ -674,7 +687,7 @@ export function verifySigV4(req: SigV4Request, ctx: SigV4Context): SigV4Verified
   const signedHeaders = parsed.signedHeaders.split(';');
   for (let i = 0; i < signedHeaders.length; i++) {
     const h = signedHeaders[i];
-    if (!/^[a-z0-9!#$%&'*+\-.^_`|~]+$/.test(h)) {
+    if (!SIGNED_HEADER_NAME.test(h)) {
       return fail('sigv4_signed_headers', `SignedHeaders must be lower-case header names separated by ';'; got '${parsed.signedHeaders}'.`);
     }
     if (i > 0 && signedHeaders[i - 1] >= h) {
@@ -773,7 +786,7 @@ export function verifySigV4(req: SigV4Request, ctx: SigV4Context): SigV4Verified
     form: parsed.form,
     declaredPayloadHash,
     payloadSigned,
-    ...(presignExpiresAt !== undefined ? { presignExpiresAt } : {}),
+    presignExpiresAt,
     service,
     signedHeaders,
     stripHeaders,
@@ -840,8 +853,20 @@ export function finishSigV4(verified: SigV4Verified, bodySha256?: string): SigV4
   if (verified.owner.type === 'APP' && verified.surface === 'management') {
     return fail('app_key_not_allowed', 'App access keys only call /api/proxy; the management API needs a user credential.');
   }
-  const { bodyCheck: _b, ownerDisabled: _o, surface: _s, ...success } = verified;
-  return success;
+  return {
+    ok: true,
+    accessKeyId: verified.accessKeyId,
+    owner: verified.owner,
+    form: verified.form,
+    declaredPayloadHash: verified.declaredPayloadHash,
+    payloadSigned: verified.payloadSigned,
+    presignExpiresAt: verified.presignExpiresAt,
+    service: verified.service,
+    signedHeaders: verified.signedHeaders,
+    stripHeaders: verified.stripHeaders,
+    stripQuery: verified.stripQuery,
+    queryControl: verified.queryControl,
+  };
 }
 
 /** Steps 1–12 for a request whose body is already buffered and hashed (`req.bodySha256`). */
