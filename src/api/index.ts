@@ -3,3 +3,5 @@
 export { HttpError, sendJson, errorBody, corsHeaders, sendPreflight, EXPOSED_HEADERS, ALLOWED_HEADERS } from './respond.ts';
 export { toHttpError, httpErrorOfDomain, STATUS_OF_KIND } from './errors.ts';
 export { requestId } from './request-id.ts';
+export { Router, type RouteMatch, type RouteResult } from './router.ts';
+export { sendOk, sendError, type Surface, type EnvelopeContext } from './envelopes.ts';
