@@ -15,10 +15,15 @@ after(async () => {
   await t?.close();
 });
 
+async function curSeq(): Promise<string> {
+  const [r] = await t.sql<{ seq: string }[]>`SELECT seq FROM authz_state`;
+  return r!.seq;
+}
+
 const cli = { type: 'CLI' as const, credential: 'cli', ip: '127.0.0.1', requestId: 'r-1' };
 
 test('a write commits its rows and events and returns them in seq order', async () => {
-  const [{ seq: s0 }] = (await t.sql<{ seq: string }[]>`SELECT seq FROM authz_state`) as [{ seq: string }];
+  const s0 = await curSeq();
   const out = await writeAuthz(t.sql, { ...cli, id: 7, name: 'ops' }, async (tx) => {
     const [u] = await tx.sql<{ id: string }[]>`INSERT INTO authz_user (account, username) VALUES ('store-a', 'A') RETURNING id`;
     tx.event({ action: 'user.create', targetType: 'user', targetId: u!.id, effect: { user_id: Number(u!.id) }, after: { account: 'store-a' } });
@@ -36,7 +41,7 @@ test('a write commits its rows and events and returns them in seq order', async 
 });
 
 test('a throw rolls back rows and events: no half-written row, no seq consumed', async () => {
-  const [{ seq: s0 }] = (await t.sql<{ seq: string }[]>`SELECT seq FROM authz_state`) as [{ seq: string }];
+  const s0 = await curSeq();
   await assert.rejects(
     writeAuthz(t.sql, cli, async (tx) => {
       await tx.sql`INSERT INTO authz_user (account, username) VALUES ('store-b', 'B')`;
@@ -46,8 +51,7 @@ test('a throw rolls back rows and events: no half-written row, no seq consumed',
     (err: unknown) => err instanceof DomainError && err.kind === 'conflict' && err.code === 'ACCOUNT_EXISTS' && err.field === 'account',
   );
   assert.equal((await t.sql`SELECT 1 FROM authz_user WHERE lower(account) = 'store-b'`).length, 0);
-  const [{ seq }] = (await t.sql<{ seq: string }[]>`SELECT seq FROM authz_state`) as [{ seq: string }];
-  assert.equal(seq, s0);
+  assert.equal(await curSeq(), s0);
 });
 
 test('a transaction without an event is refused (and rolled back)', async () => {
