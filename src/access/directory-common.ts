@@ -3,7 +3,7 @@
 // write wrapper every mutation goes through.
 import type postgres from 'postgres';
 import { DomainError, type DomainErrorOptions, type ErrorKind } from '../core/errors.ts';
-import { writeTransaction, type AuthzEventInput } from './directory-store.ts';
+import { writeAuthz, type AuthzActor, type AuthzStore, type AuthzTx } from './store.ts';
 
 export type Sql = postgres.Sql;
 export type Tx = postgres.TransactionSql;
@@ -27,14 +27,8 @@ export interface DirectoryCaller {
 export interface DirectoryDeps {
   /** Registry database pool (the authz_* tables live there). */
   sql: Sql;
-  /** Called after COMMIT with the events written, so the node can apply and publish them. */
-  afterCommit?: (events: CommittedEvent[]) => void | Promise<void>;
-}
-
-export interface CommittedEvent {
-  seq: number;
-  action: string;
-  effect: Record<string, unknown>;
+  /** When given, writes go through it so its commit listeners (propagation) see every event. */
+  store?: AuthzStore;
 }
 
 export const canReadContacts = (c: DirectoryCaller) => c.isSuperuser || c.managementPermissions.includes('directory_manage');
@@ -162,77 +156,47 @@ export interface DirEvent {
   after?: unknown;
 }
 
+// Thrown to roll back a write that turned out to change nothing (e.g. adding
+// members who are already there): no rows, so no event either.
+class NoChange<T> {
+  constructor(readonly result: T) {}
+}
+
+export function actorOf(caller: DirectoryCaller): AuthzActor {
+  return {
+    type: caller.userId === null ? 'CLI' : 'USER',
+    id: caller.userId,
+    name: caller.account ?? null,
+    credential: caller.credential ?? (caller.userId === null ? 'cli' : null),
+    ip: caller.clientIp ?? null,
+    requestId: caller.requestId ?? null,
+  };
+}
+
 /**
- * Runs `fn` inside the authz write protocol (serialized on authz_state, events in
- * the same transaction). PostgreSQL constraint failures that slip past the
- * explicit checks become 400/409 DomainErrors instead of 500s.
+ * Runs `fn` inside the authz write protocol (serialized on authz_state, rows
+ * re-read FOR UPDATE by `fn`, events in the same transaction). PostgreSQL
+ * errors come out as DomainErrors.
  */
 export async function directoryWrite<T>(
   deps: DirectoryDeps,
   caller: DirectoryCaller,
   fn: (tx: Tx, emit: (e: DirEvent) => void) => Promise<T>,
 ): Promise<T> {
-  const actor = {
-    actorType: caller.userId === null ? ('CLI' as const) : ('USER' as const),
-    actorId: caller.userId === null ? null : String(caller.userId),
-    actorName: caller.account ?? null,
-    credential: caller.credential ?? (caller.userId === null ? 'cli' : null),
-    clientIp: caller.clientIp ?? null,
-    requestId: caller.requestId ?? null,
+  const body = async (tx: AuthzTx) => {
+    let emitted = 0;
+    const result = await fn(tx.sql, (e) => {
+      emitted++;
+      tx.event({ action: e.action, targetType: e.targetType, targetId: e.targetId, effect: e.effect, before: e.before, after: e.after });
+    });
+    if (emitted === 0) throw new NoChange(result);
+    return result;
   };
   try {
-    const { result, events } = await writeTransaction(deps.sql, async (tx, emitRaw) => {
-      const emit = (e: DirEvent) =>
-        emitRaw({
-          ...actor,
-          action: e.action,
-          targetType: e.targetType,
-          targetId: String(e.targetId),
-          serviceId: null,
-          effect: e.effect,
-          before: e.before ?? null,
-          after: e.after ?? null,
-        } satisfies AuthzEventInput);
-      return fn(tx, emit);
-    });
-    if (deps.afterCommit && events.length) await deps.afterCommit(events);
-    return result;
+    const out = deps.store ? await deps.store.write(actorOf(caller), body) : await writeAuthz(deps.sql, actorOf(caller), body);
+    return out.result;
   } catch (err) {
-    throw mapDbError(err);
-  }
-}
-
-/** Maps PostgreSQL errors to DomainErrors; DomainErrors pass through. */
-export function mapDbError(err: unknown): unknown {
-  if (err instanceof DomainError) return err;
-  const e = err as { code?: string; constraint_name?: string; message?: string; column_name?: string };
-  const code = typeof e?.code === 'string' ? e.code : undefined;
-  const detail = e?.constraint_name ? ` (${e.constraint_name})` : '';
-  switch (code) {
-    case '23505':
-      return dirError('conflict', 'CONFLICT', `already exists${detail}`, { cause: err });
-    case '23514':
-      if (/cycle/i.test(e.message ?? '') || /no_cycle/.test(e.constraint_name ?? '')) {
-        const dept = /department/i.test(`${e.message} ${e.constraint_name}`);
-        return dirError('invalid', dept ? 'DEPARTMENT_CYCLE' : 'ROLE_CYCLE', e.message ?? 'cycle', { field: dept ? 'super_id' : 'child_ids', cause: err });
-      }
-      return dirError('invalid', 'PARAM_INVALID', `rule broken${detail}: ${e.message ?? ''}`, { cause: err });
-    case '23502':
-    case '22001':
-    case '22P02':
-    case '22003':
-    case '22007':
-    case '22008':
-      return dirError('invalid', 'PARAM_INVALID', e.message ?? 'invalid value', { field: e.column_name, cause: err });
-    case '23503':
-      return dirError('conflict', 'CONFLICT', `still referenced${detail}`, { cause: err });
-    case '40001':
-    case '40P01':
-      return dirError('conflict', 'CONFLICT', 'concurrent update, retry', { cause: err });
-    default:
-      if (code && /^(08|57P|53)/.test(code) || /ECONN|ETIMEDOUT|CONNECT_TIMEOUT|CONNECTION_/.test(code ?? '')) {
-        return dirError('unavailable', 'DB_UNAVAILABLE', 'database unavailable', { cause: err, retryAfter: 1 });
-      }
-      return err;
+    if (err instanceof NoChange) return err.result as T;
+    throw err;
   }
 }
