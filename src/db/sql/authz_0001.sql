@@ -255,7 +255,7 @@ CREATE INDEX authz_event_at ON authz_event (at);
 -- The authz_state row lock taken here is held until commit, so a second writer
 -- waits for the first to commit or roll back: seq has no gaps and grows in
 -- commit order.
-CREATE FUNCTION authz_event_seq() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION authz_event_seq() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   UPDATE authz_state SET seq = seq + 1 WHERE id RETURNING seq INTO NEW.seq;
   IF NEW.seq IS NULL THEN
@@ -266,7 +266,7 @@ BEGIN
 END $$;
 CREATE TRIGGER authz_event_seq BEFORE INSERT ON authz_event FOR EACH ROW EXECUTE FUNCTION authz_event_seq();
 
-CREATE FUNCTION authz_event_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION authz_event_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   PERFORM pg_notify('utilmeta_proxy_authz', json_build_object(
     'seq', NEW.seq, 'action', NEW.action,
@@ -277,7 +277,7 @@ CREATE TRIGGER authz_event_notify AFTER INSERT ON authz_event FOR EACH ROW EXECU
 
 -- The audit trail is append-only; the one exception is the retention job
 -- deleting rows older than authz_state.audit_retention.
-CREATE FUNCTION authz_event_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION authz_event_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   IF TG_OP = 'DELETE' AND OLD.at < now() - (SELECT audit_retention FROM authz_state WHERE id) THEN
     RETURN OLD;
@@ -292,7 +292,7 @@ CREATE TRIGGER authz_event_no_truncate BEFORE TRUNCATE ON authz_event
 
 -- Grant lifecycle: only the documented transitions, closed rows frozen, the
 -- window's start fixed once set and its end never moved earlier.
-CREATE FUNCTION authz_grant_guard() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION authz_grant_guard() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   IF TG_OP = 'INSERT' THEN
     IF NEW.state NOT IN ('PENDING', 'ACTIVE') THEN
@@ -338,7 +338,7 @@ CREATE TRIGGER authz_grant_guard BEFORE INSERT OR UPDATE ON authz_grant FOR EACH
 -- Review queue: requests start PENDING against a grant in the right state, a
 -- RENEW only ever asks for a later end, and a decided request is frozen (except
 -- for the user references the foreign keys set to NULL when a user is deleted).
-CREATE FUNCTION authz_grant_request_guard() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION authz_grant_request_guard() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
   g authz_grant%ROWTYPE;
 BEGIN
@@ -386,7 +386,7 @@ CREATE TRIGGER authz_grant_request_guard BEFORE INSERT OR UPDATE ON authz_grant_
 -- Access keys: at most two usable (Active, unexpired) keys per owner, so a
 -- rotation always has room for exactly one successor; owners never change;
 -- a set expiry can only be brought forward.
-CREATE FUNCTION authz_access_key_guard() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION authz_access_key_guard() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
   n integer;
 BEGIN
@@ -416,7 +416,7 @@ CREATE TRIGGER authz_access_key_guard BEFORE INSERT OR UPDATE ON authz_access_ke
   FOR EACH ROW EXECUTE FUNCTION authz_access_key_guard();
 
 -- UNION (not UNION ALL) stops the walk even on data that already loops.
-CREATE FUNCTION authz_department_no_cycle() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION authz_department_no_cycle() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   IF NEW.super_id IS NOT NULL AND EXISTS (
     WITH RECURSIVE up(id) AS (
@@ -432,7 +432,7 @@ END $$;
 CREATE TRIGGER authz_department_no_cycle BEFORE UPDATE OF super_id ON authz_department
   FOR EACH ROW EXECUTE FUNCTION authz_department_no_cycle();
 
-CREATE FUNCTION authz_role_child_no_cycle() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION authz_role_child_no_cycle() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   IF EXISTS (
     WITH RECURSIVE down(id) AS (
