@@ -9,6 +9,7 @@ import {
   type DirectoryCaller, type DirectoryDeps,
 } from '../src/access/directory.ts';
 import { AuthzStore } from '../src/access/store.ts';
+import { verifyPassword } from '../src/access/crypto.ts';
 import { migratedAuthzDb, type AuthzDb } from './support/authz.ts';
 
 // ---------------------------------------------------------------- pure: routes and input
@@ -223,6 +224,8 @@ describe('users', () => {
     assert.equal(out[0].last_login, null);
     const [row] = await t.sql`SELECT password_hash FROM authz_user WHERE id = ${out[0].id}`;
     assert.match(row!.password_hash, /^scrypt\$/);
+    assert.equal(await verifyPassword('password-1', row!.password_hash), true);
+    assert.equal(await verifyPassword('password-2', row!.password_hash), false);
     assert.ok(!String(row!.password_hash).includes('password-1'));
     const ev = await eventsAfter(s);
     assert.deepEqual(ev.map((e) => [e.action, e.effect.user_id]), [['user.create', out[0].id], ['user.create', out[1].id]]);
@@ -300,6 +303,8 @@ describe('users', () => {
     const personal = await mk('PERSONAL', 'personal', counter + 101);
     const s = await seq();
     await call(admin, 'PATCH', `/users/${u.id}`, { body: { password: 'a-new-password' } });
+    const [h] = await t.sql`SELECT password_hash FROM authz_user WHERE id = ${u.id}`;
+    assert.equal(await verifyPassword('a-new-password', h!.password_hash), true);
     const rows = await t.sql<{ id: string; revoked: boolean }[]>`SELECT id, revoked_at IS NOT NULL AS revoked FROM authz_token WHERE user_id = ${u.id} ORDER BY id`;
     assert.deepEqual(rows.map((r) => [Number(r.id), r.revoked]), [[session, true], [personal, false]]);
     const ev = await eventsAfter(s);

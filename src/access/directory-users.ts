@@ -1,6 +1,6 @@
 // Users: search, all-or-nothing batch create, patch, delete with handover, SSO bindings.
 import type postgres from 'postgres';
-import { hashPassword } from './directory-password.ts';
+import { hashPassword } from './crypto.ts';
 import {
   canReadContacts, dirError, directoryWrite, findUser, num, pageSlice, userWire, USER_COLUMNS,
   type DirectoryCaller, type DirectoryDeps, type Paging, type UserRef, type UserRow,
