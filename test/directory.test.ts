@@ -388,6 +388,10 @@ describe('departments', () => {
     const shallow = await call(admin, 'GET', `/orgs/${org.id}/departments/root`, { query: { with_children: 'true' } });
     assert.deepEqual(shallow.children[0].children, [], 'without recursively only direct children are expanded');
 
+    const svc = await newService();
+    await t.sql`INSERT INTO authz_service_auth (service_id, auth_object_type, department_id, perm_mask) VALUES (${svc}, 'DEPT', ${eng.id}, ${1 | 2 | 16})`;
+    const withPerms = await call(admin, 'GET', `/orgs/${org.id}/departments`, { query: { department_ids: String(eng.id), with_perms: 'true' } });
+    assert.deepEqual(withPerms[0].permissions, [{ res_key: `utilmeta_service_${svc}`, actions: ['ADD', 'VIEW', 'TEST'] }]);
     const found = await call(admin, 'GET', `/orgs/${org.id}/departments`, { query: { q: 'ENGIN' } });
     assert.deepEqual(found.map((d: any) => d.id), [eng.id]);
     const byOrigin = await call(admin, 'GET', `/orgs/${org.id}/departments`, { query: { origin_ids: 'eng', department_ids: `${eng.id},${web.id}` } });
@@ -467,7 +471,7 @@ describe('roles', () => {
     const s = await seq();
     const role = await call(admin, 'POST', `/orgs/${org.id}/roles`, {
       body: {
-        name: 'ops', description: 'Ops', is_all_projects: false, management_permissions: ['project_manage'], product_names: ['DataFinder'],
+        name: 'ops', description: 'Ops', is_all_projects: false, management_permissions: ['project_manage', 'project_manage'], product_names: ['DataFinder'],
         project_ids: [project.id], child_ids: [base.id], subjects: [{ type: 'user', id: a.id }, { type: 'user', account: b.account }],
       },
     });
@@ -669,6 +673,7 @@ describe('user deletion', () => {
     const [g] = await t.sql`SELECT state, closed_by FROM authz_grant WHERE id = ${grant!.id}`;
     assert.deepEqual([g!.state, g!.closed_by], ['WITHDRAWN', 'APP']);
     assert.equal((await t.sql`SELECT 1 FROM authz_service_auth WHERE service_id = ${svc}`).length, 0);
+    assert.equal((await t.sql`SELECT 1 FROM authz_token WHERE token_hint = 'umt_zzzzzzzz'`).length, 0);
     await failsClean(() => call(admin, 'DELETE', `/users/${owner.id}`), 'USER_NOT_FOUND', 'user_id');
   });
 

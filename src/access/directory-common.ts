@@ -81,7 +81,7 @@ export interface UserRow {
 export const USER_COLUMNS =
   'u.id, u.account, u.username, u.email, u.mobile_number, u.avatar_url, u.status, u.is_superuser, u.current_org_id, u.custom_property, u.last_login, u.created_at, u.updated_at';
 
-/** The seed's user object. Contacts are hidden from callers without directory_manage. */
+/** The directory's user object. Contacts are hidden from callers without directory_manage. */
 export function userWire(r: UserRow, caller: DirectoryCaller | null): Record<string, unknown> {
   const contacts = caller === null || canReadContacts(caller);
   return {
@@ -134,7 +134,7 @@ export async function isOrgMember(q: Q, orgId: number | string, userId: number |
   return rows.length > 0;
 }
 
-/** Seed paging: both absent = everything; otherwise page (from 1) and page_size. */
+/** Paging: both absent = everything; otherwise page (from 1, default 1) and page_size (default 20). */
 export interface Paging {
   page?: number;
   page_size?: number;

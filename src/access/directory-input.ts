@@ -1,5 +1,5 @@
 // Input parsing for the directory operations: path parameters, query strings
-// and JSON bodies, each checked against the seed's types. Any failure is a
+// and JSON bodies, each checked against the directory API's types. Any failure is a
 // PARAM_INVALID DomainError naming the field (e.g. `users[1].password`).
 import { z } from 'zod';
 import { dirError, type DeptRef, type UserRef } from './directory-common.ts';
@@ -140,7 +140,7 @@ const roleFields = {
   name: name100,
   description: z.string().max(500).optional(),
   is_all_projects: z.boolean().optional(),
-  management_permissions: z.array(z.enum(MANAGEMENT_PERMISSIONS)).max(3).optional(),
+  management_permissions: z.array(z.enum(MANAGEMENT_PERMISSIONS)).max(10).transform((a) => [...new Set(a)]).optional(),
   product_names: z.array(z.string().max(100)).max(100).optional(),
   project_ids: z.array(id).max(1000).optional(),
   child_ids: z.array(id).max(1000).optional(),

@@ -38,7 +38,7 @@ export async function listOrgs(deps: DirectoryDeps, caller: DirectoryCaller): Pr
   });
 }
 
-/** Creates the org and its root department (named after the org). The seed answers `data: null`. */
+/** Creates the org and its root department (named after the org). Answers null: clients find the id with the list. */
 export async function createOrg(deps: DirectoryDeps, caller: DirectoryCaller, body: { name: string }): Promise<null> {
   return directoryWrite(deps, caller, async (tx, emit) => {
     const name = body.name.trim();

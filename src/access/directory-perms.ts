@@ -2,7 +2,7 @@
 // `[{res_key: "utilmeta_service_<id>", actions: ["VIEW", …]}]`.
 import type { Q } from './directory-common.ts';
 
-/** Permission bits in seed order (ADD=1 … EXPORT=256). */
+/** Permission bits, in their wire order (ADD=1 … EXPORT=256). */
 export const PERMISSIONS = ['ADD', 'VIEW', 'MODIFY', 'DELETE', 'TEST', 'GRANT', 'SHARE', 'RELEASE', 'EXPORT'] as const;
 
 export const maskActions = (mask: number) => PERMISSIONS.filter((_, i) => (mask & (1 << i)) !== 0);

@@ -49,7 +49,7 @@ async function findRole(q: Q, orgId: number, roleId: number, lock = false): Prom
   return row;
 }
 
-/** Renders roles in the seed's list shape (#10); subjects and permissions default to included. */
+/** Renders roles in the role-list shape; subjects and permissions default to included. */
 async function renderRoles(q: Q, roles: RoleRow[], view: RoleView): Promise<Record<string, unknown>[]> {
   if (!roles.length) return [];
   const ids = q.array(roles.map((r) => r.id), 20);
