@@ -650,6 +650,9 @@ describe('user deletion', () => {
     await t.sql`INSERT INTO authz_token (token_sha256, token_hint, user_id, kind, issued_via, expires_at)
       VALUES (${Buffer.alloc(32, 77)}, 'umt_zzzzzzzz', ${owner.id}, 'PERSONAL', 'personal', now() + interval '1 day')`;
     await t.sql`INSERT INTO authz_service_auth (service_id, auth_object_type, user_id, perm_mask) VALUES (${svc}, 'USER', ${owner.id}, 2)`;
+    const akid = `UMAK${'Q'.repeat(16)}`;
+    await t.sql`INSERT INTO authz_access_key (access_key_id, owner_user_id, secret_ciphertext, secret_nonce, master_key_id)
+      VALUES (${akid}, ${owner.id}, ${Buffer.alloc(56)}, ${Buffer.alloc(12)}, 'mk1')`;
 
     const err = await failsClean(() => call(admin, 'DELETE', `/users/${owner.id}`), 'HANDOVER_REQUIRED');
     assert.deepEqual(err.data, { app_ids: [appId] });
@@ -674,6 +677,7 @@ describe('user deletion', () => {
     assert.deepEqual([g!.state, g!.closed_by], ['WITHDRAWN', 'APP']);
     assert.equal((await t.sql`SELECT 1 FROM authz_service_auth WHERE service_id = ${svc}`).length, 0);
     assert.equal((await t.sql`SELECT 1 FROM authz_token WHERE token_hint = 'umt_zzzzzzzz'`).length, 0);
+    assert.equal((await t.sql`SELECT 1 FROM authz_access_key WHERE access_key_id = ${akid}`).length, 0);
     await failsClean(() => call(admin, 'DELETE', `/users/${owner.id}`), 'USER_NOT_FOUND', 'user_id');
   });
 
@@ -682,6 +686,34 @@ describe('user deletion', () => {
     await call(admin, 'DELETE', `/users/${u.id}`);
     assert.equal((await call(admin, 'GET', '/users', { query: { user_ids: String(u.id) } })).length, 0);
   });
+});
+
+test('directory_manage is no path to admin: superusers and authz_manage roles need an admin', async () => {
+  const org = await newOrg();
+  const [m, victim] = await newUsers(2);
+  await call(admin, 'POST', `/orgs/${org.id}/users`, { body: { user_ids: [m.id, victim.id] } });
+  const manager: DirectoryCaller = { userId: m.id, isSuperuser: false, managementPermissions: ['directory_manage'] };
+  await failsClean(() => call(manager, 'PATCH', `/users/${adminId}`, { body: { password: 'taken-over!' } }), 'FORBIDDEN', 'user_id');
+  await failsClean(() => call(manager, 'DELETE', `/users/${adminId}`), 'FORBIDDEN');
+  await failsClean(() => call(manager, 'POST', `/orgs/${org.id}/roles`, { body: { name: 'admins', management_permissions: ['authz_manage'] } }), 'FORBIDDEN', 'management_permissions');
+  const plain = await call(manager, 'POST', `/orgs/${org.id}/roles`, { body: { name: 'plain', management_permissions: ['directory_manage'] } });
+  await failsClean(() => call(manager, 'PATCH', `/orgs/${org.id}/roles/${plain.id}`, { body: { management_permissions: ['authz_manage'] } }), 'FORBIDDEN');
+  const admins = await call(admin, 'POST', `/orgs/${org.id}/roles`, { body: { name: 'admins', management_permissions: ['authz_manage'] } });
+  await failsClean(() => call(manager, 'POST', `/orgs/${org.id}/roles/${admins.id}/subjects`, { body: { subjects: [{ type: 'user', id: m.id }] } }), 'FORBIDDEN');
+  const authzAdmin: DirectoryCaller = { userId: victim.id, isSuperuser: false, managementPermissions: ['directory_manage', 'authz_manage'] };
+  await call(authzAdmin, 'POST', `/orgs/${org.id}/roles/${admins.id}/subjects`, { body: { subjects: [{ type: 'user', id: m.id }] } });
+  await call(manager, 'PATCH', `/users/${victim.id}`, { body: { username: 'ok for a non-superuser' } });
+});
+
+test('concurrent batch creates of one account: exactly one wins, the other is ACCOUNT_EXISTS', async () => {
+  const acct = uniq('race');
+  const results = await Promise.allSettled(
+    [1, 2, 3].map(() => call(admin, 'POST', '/users', { body: [{ account: acct, username: 'R', password: 'password-1' }] })),
+  );
+  assert.equal(results.filter((r) => r.status === 'fulfilled').length, 1);
+  for (const r of results) if (r.status === 'rejected') domainErr('ACCOUNT_EXISTS')(r.reason);
+  const [n] = await t.sql`SELECT count(*)::int AS n FROM authz_event WHERE action = 'user.create' AND after->>'account' = ${acct}`;
+  assert.equal(n!.n, 1);
 });
 
 test('extra/{product} endpoints answer NOT_IMPLEMENTED', async () => {

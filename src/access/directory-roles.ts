@@ -43,6 +43,18 @@ export interface RoleView {
   with_perms?: boolean;
 }
 
+/**
+ * Roles carrying authz_manage make their members admins, so only an admin
+ * (superuser or authz_manage holder) may create, change or staff them;
+ * directory_manage alone must not be a path to admin.
+ */
+function guardAdminRole(caller: DirectoryCaller, ...permSets: (readonly string[] | undefined)[]): void {
+  if (caller.isSuperuser || caller.managementPermissions.includes('authz_manage')) return;
+  if (permSets.some((p) => p?.includes('authz_manage'))) {
+    throw dirError('forbidden', 'FORBIDDEN', 'roles with authz_manage can only be changed by an admin', { field: 'management_permissions' });
+  }
+}
+
 async function findRole(q: Q, orgId: number, roleId: number, lock = false): Promise<RoleRow> {
   const [row] = await q<RoleRow[]>`SELECT ${q.unsafe(ROLE_COLUMNS)} FROM authz_role r WHERE r.org_id = ${orgId} AND r.id = ${roleId} ${lock ? q`FOR UPDATE` : q``}`;
   if (!row) throw dirError('not_found', 'ROLE_NOT_FOUND', `no role ${roleId} in org ${orgId}`, { field: 'role_id' });
@@ -150,6 +162,7 @@ async function nameTaken(tx: Tx, orgId: number, name: string, exceptId: string |
 
 export async function createRole(deps: DirectoryDeps, caller: DirectoryCaller, orgId: number, body: RoleInput & { name: string }): Promise<unknown> {
   return directoryWrite(deps, caller, async (tx, emit) => {
+    guardAdminRole(caller, body.management_permissions);
     await findOrg(tx, orgId, { lock: true });
     await nameTaken(tx, orgId, body.name, null);
     await checkInOrg(tx, orgId, 'authz_role', body.child_ids ?? [], 'child_ids');
@@ -194,6 +207,7 @@ export async function patchRole(deps: DirectoryDeps, caller: DirectoryCaller, or
   return directoryWrite(deps, caller, async (tx, emit) => {
     await findOrg(tx, orgId, { lock: true });
     const before = await findRole(tx, orgId, roleId, true);
+    guardAdminRole(caller, before.management_permissions, body.management_permissions);
     const [beforeWire] = await renderRoles(tx, [before], {});
     if (body.name !== undefined) await nameTaken(tx, orgId, body.name, before.id);
     if (body.child_ids) {
@@ -247,6 +261,7 @@ export async function addRoleSubjects(deps: DirectoryDeps, caller: DirectoryCall
   return directoryWrite(deps, caller, async (tx, emit) => {
     await findOrg(tx, orgId, { lock: true });
     const role = await findRole(tx, orgId, roleId, true);
+    guardAdminRole(caller, role.management_permissions);
     const users = await subjectUsers(tx, orgId, subjects);
     for (const u of users) {
       const ins = await tx`INSERT INTO authz_role_user (org_id, role_id, user_id) VALUES (${orgId}, ${role.id}, ${u}) ON CONFLICT DO NOTHING RETURNING user_id`;
@@ -260,6 +275,7 @@ export async function removeRoleSubject(deps: DirectoryDeps, caller: DirectoryCa
   return directoryWrite(deps, caller, async (tx, emit) => {
     await findOrg(tx, orgId, { lock: true });
     const role = await findRole(tx, orgId, roleId, true);
+    guardAdminRole(caller, role.management_permissions);
     const user = await findUser(tx, ref);
     const del = await tx`DELETE FROM authz_role_user WHERE role_id = ${role.id} AND user_id = ${user.id} RETURNING user_id`;
     if (del.length) {

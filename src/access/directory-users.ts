@@ -112,6 +112,13 @@ export async function createUsers(deps: DirectoryDeps, caller: DirectoryCaller, 
   });
 }
 
+/** Only a superuser may change or delete a superuser (else directory_manage could take over an admin account). */
+function guardSuperuser(caller: DirectoryCaller, target: UserRow): void {
+  if (target.is_superuser && !caller.isSuperuser) {
+    throw dirError('forbidden', 'FORBIDDEN', `user ${target.account} is a superuser; only a superuser may change it`, { field: 'user_id' });
+  }
+}
+
 export interface UserPatch {
   username?: string;
   email?: string | null;
@@ -126,6 +133,7 @@ export async function patchUser(deps: DirectoryDeps, caller: DirectoryCaller, re
   const hash = patch.password !== undefined ? await hashPassword(patch.password) : undefined;
   return directoryWrite(deps, caller, async (tx, emit) => {
     const before = await findUser(tx, ref, { lock: true });
+    guardSuperuser(caller, before);
     const cp =
       patch.custom_property === undefined
         ? before.custom_property
@@ -182,6 +190,7 @@ export interface UserDelete {
 export async function deleteUser(deps: DirectoryDeps, caller: DirectoryCaller, ref: UserRef, opts: UserDelete): Promise<null> {
   return directoryWrite(deps, caller, async (tx, emit) => {
     const user = await findUser(tx, ref, { lock: true });
+    guardSuperuser(caller, user);
     const handoverRef: UserRef | null =
       opts.handover_user_id !== undefined ? { id: opts.handover_user_id }
         : opts.handover_user_account !== undefined ? { account: opts.handover_user_account } : null;
