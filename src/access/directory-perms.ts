@@ -12,3 +12,16 @@ export async function permissionsFor(q: Q, column: 'role_id' | 'department_id', 
     SELECT service_id, perm_mask FROM authz_service_auth WHERE ${q(column)} = ${id} ORDER BY service_id`;
   return rows.map((r) => ({ res_key: `utilmeta_service_${r.service_id}`, actions: maskActions(r.perm_mask) }));
 }
+
+/** The same for many principals in one query, keyed by their id. */
+export async function permissionsForMany(q: Q, column: 'role_id' | 'department_id', ids: readonly string[]): Promise<Map<string, { res_key: string; actions: string[] }[]>> {
+  const out = new Map<string, { res_key: string; actions: string[] }[]>();
+  if (!ids.length) return out;
+  const rows = await q<{ owner: string; service_id: string; perm_mask: number }[]>`
+    SELECT ${q(column)} AS owner, service_id, perm_mask FROM authz_service_auth
+    WHERE ${q(column)} = ANY(${q.array([...ids], 20)}) ORDER BY service_id`;
+  for (const r of rows) {
+    out.set(r.owner, [...(out.get(r.owner) ?? []), { res_key: `utilmeta_service_${r.service_id}`, actions: maskActions(r.perm_mask) }]);
+  }
+  return out;
+}

@@ -1,6 +1,6 @@
 // Roles (the GROUP principal): members are users of the role's org; a role
 // inherits its child roles; child links stay inside one org and never cycle.
-import { permissionsFor } from './directory-perms.ts';
+import { permissionsForMany } from './directory-perms.ts';
 import {
   dirError, directoryWrite, findOrg, findUser, num,
   type DirectoryCaller, type DirectoryDeps, type Q, type Tx, type UserRef,
@@ -77,6 +77,7 @@ async function renderRoles(q: Q, roles: RoleRow[], view: RoleView): Promise<Reco
   const members = view.include_subjects === false ? [] : await q<{ role_id: string; id: string; account: string; username: string; avatar_url: string }[]>`
     SELECT ru.role_id, u.id, u.account, u.username, u.avatar_url FROM authz_role_user ru JOIN authz_user u ON u.id = ru.user_id
     WHERE ru.role_id = ANY(${ids}) ORDER BY u.id`;
+  const perms = view.with_perms === false ? new Map() : await permissionsForMany(q, 'role_id', roles.map((r) => r.id));
   const isChild = new Set(parents.map((p) => p.child_id));
   const orgById = new Map(orgs.map((o) => [o.id, o]));
   const out: Record<string, unknown>[] = [];
@@ -100,7 +101,7 @@ async function renderRoles(q: Q, roles: RoleRow[], view: RoleView): Promise<Reco
         type: 'user',
         data: { id: num(m.id), name: m.username, account: m.account, username: m.username, avatar_url: m.avatar_url, description: '', subject_count: 0 },
       })),
-      permissions: view.with_perms === false ? null : await permissionsFor(q, 'role_id', r.id),
+      permissions: view.with_perms === false ? null : perms.get(r.id) ?? [],
     });
   }
   return out;
