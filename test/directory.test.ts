@@ -5,7 +5,7 @@ import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { DomainError } from '../src/core/errors.ts';
 import {
-  DIRECTORY_ROUTES, matchDirectoryRoute, runDirectoryOp, parseBody, parseQuery, parseUserRef, parseDeptRef,
+  DIRECTORY_ROUTES, matchDirectoryRoute, runDirectoryOp, parseDirectoryInput, parseBody, parseQuery, parseUserRef, parseDeptRef,
   type DirectoryCaller, type DirectoryDeps,
 } from '../src/access/directory.ts';
 import { AuthzStore } from '../src/access/store.ts';
@@ -81,6 +81,24 @@ describe('input parsing', () => {
     assert.throws(() => parseQuery('paging', { page: '0' }), domainErr('PARAM_INVALID', 'page'));
     assert.throws(() => parseQuery('paging', { page_size: '1001' }), domainErr('PARAM_INVALID', 'page_size'));
     assert.throws(() => parseQuery('userDelete', { handover_user_id: '1', handover_user_account: 'a' }), domainErr('PARAM_INVALID', 'handover_user_account'));
+  });
+
+  test('parseDirectoryInput checks every op without running it', () => {
+    assert.deepEqual(parseDirectoryInput('removeOrgUser', { params: { org_id: '4', user_id: 'account_bob' } }), [4, { account: 'bob' }]);
+    assert.deepEqual(parseDirectoryInput('listUserRoles', { params: { user_id: '9' }, query: { with_perms: '0' } }), [null, { id: 9 }, { with_perms: false }]);
+    assert.throws(() => parseDirectoryInput('listOrgUsers', { params: { org_id: 'x' } }), domainErr('PARAM_INVALID', 'org_id'));
+    assert.throws(() => parseDirectoryInput('patchRole', { params: { org_id: '1', role_id: '2' }, body: { child_ids: 'x' } }), domainErr('PARAM_INVALID', 'child_ids'));
+    assert.throws(() => parseDirectoryInput('notImplemented', {}), domainErr('NOT_IMPLEMENTED'));
+    const bad = { params: { org_id: 'x', user_id: '!', role_id: 'x', project_id: 'x', department_id: 'x' }, body: 'nope', query: {} };
+    for (const r of DIRECTORY_ROUTES) {
+      if (r.op === 'notImplemented') continue;
+      if (r.op === 'listOrgs' || r.op === 'listProjects' || r.op === 'searchUsers') {
+        assert.ok(Array.isArray(parseDirectoryInput(r.op, bad)), r.op); // no path parameters or body to get wrong
+        continue;
+      }
+      // every other op rejects bad ids or a body of the wrong type with PARAM_INVALID, never a crash
+      assert.throws(() => parseDirectoryInput(r.op, bad), domainErr('PARAM_INVALID'), r.op);
+    }
   });
 
   test('bodies: wrong types and rule breaks name the field', () => {

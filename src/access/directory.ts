@@ -151,97 +151,79 @@ export function allows(caller: DirectoryCaller, needs: DirectoryNeed): boolean {
   return needs === 'directory_manage' ? canManageDirectory(caller) : canManageProjects(caller);
 }
 
+/** An operation: how to read its input from a request, and what to run with it. */
+interface OpDef {
+  parse(req: DirectoryRequest): unknown[];
+  run(deps: DirectoryDeps, caller: DirectoryCaller, args: unknown[]): Promise<unknown>;
+}
+function def<A extends unknown[]>(run: (deps: DirectoryDeps, caller: DirectoryCaller, ...args: A) => Promise<unknown>, parse: (p: Record<string, string | undefined>, q: RawQuery | undefined, b: unknown) => [...A]): OpDef {
+  return { parse: (req) => parse(req.params ?? {}, req.query, req.body), run: (deps, caller, args) => run(deps, caller, ...(args as A)) };
+}
+
+const OPS: Record<Exclude<DirectoryOp, 'notImplemented'>, OpDef> = {
+  listOrgs: def(listOrgs, () => []),
+  createOrg: def(createOrg, (_p, _q, b) => [parseBody('createOrg', b)]),
+  listOrgUsers: def(listOrgUsers, (p, q) => [parseOrgId(p.org_id), parseQuery('paging', q)]),
+  addOrgUsers: def(addOrgUsers, (p, _q, b) => [parseOrgId(p.org_id), parseBody('addOrgUsers', b)]),
+  removeOrgUser: def(removeOrgUser, (p) => [parseOrgId(p.org_id), parseUserRef(p.user_id)]),
+  searchUsers: def(searchUsers, (_p, q) => [parseQuery('userSearch', q)]),
+  createUsers: def(createUsers, (_p, _q, b) => [parseBody('createUsers', b)]),
+  patchUser: def(patchUser, (p, _q, b) => [parseUserRef(p.user_id), parseBody('patchUser', b)]),
+  deleteUser: def(deleteUser, (p, q) => [parseUserRef(p.user_id), parseQuery('userDelete', q)]),
+  bindSso: def(bindSso, (_p, _q, b) => [parseBody('bindSso', b).users]),
+  createRole: def(createRole, (p, _q, b) => [parseOrgId(p.org_id), parseBody('createRole', b)]),
+  listRoles: def(listRoles, (p, q) => [parseOrgId(p.org_id), parseQuery('roleList', q)]),
+  patchRole: def(patchRole, (p, _q, b) => [parseOrgId(p.org_id), parseRoleId(p.role_id), parseBody('patchRole', b)]),
+  addRoleSubjects: def(addRoleSubjects, (p, _q, b) => [parseOrgId(p.org_id), parseRoleId(p.role_id), parseBody('addRoleSubjects', b).subjects]),
+  removeRoleSubject: def(removeRoleSubject, (p) => [parseOrgId(p.org_id), parseRoleId(p.role_id), parseUserRef(p.user_id)]),
+  listOrgUserRoles: def(listUserRoles, (p, q) => [parseOrgId(p.org_id), parseUserRef(p.user_id), parseQuery('roleView', q)]),
+  listUserRoles: def(listUserRoles, (p, q) => [null, parseUserRef(p.user_id), parseQuery('roleView', q)]),
+  getRootDepartment: def(getRootDepartment, (p, q) => [parseOrgId(p.org_id), parseQuery('deptView', q)]),
+  searchDepartments: def(searchDepartments, (p, q) => [parseOrgId(p.org_id), parseQuery('deptSearch', q)]),
+  listDepartmentUsers: def(listDepartmentUsers, (p, q) => [parseOrgId(p.org_id), parseDeptRef(p.department_id), parseQuery('deptUsers', q)]),
+  createDepartment: def(createDepartment, (p, _q, b) => [parseOrgId(p.org_id), parseBody('createDepartment', b)]),
+  patchDepartment: def(patchDepartment, (p, _q, b) => [parseOrgId(p.org_id), parseDeptRef(p.department_id), parseBody('patchDepartment', b)]),
+  addDepartmentUsers: def(addDepartmentUsers, (p, _q, b) => [parseOrgId(p.org_id), parseDeptRef(p.department_id), parseBody('departmentUsers', b)]),
+  removeDepartmentUsers: def(removeDepartmentUsers, (p, _q, b) => [parseOrgId(p.org_id), parseDeptRef(p.department_id), parseBody('departmentUsers', b)]),
+  deleteDepartment: def(deleteDepartment, (p) => [parseOrgId(p.org_id), parseDeptRef(p.department_id)]),
+  listUserDepartments: def(listUserDepartments, (p) => [parseOrgId(p.org_id), parseUserRef(p.user_id)]),
+  createProject: def(createProject, (p, _q, b) => [parseOrgId(p.org_id), parseBody('createProject', b)]),
+  patchProject: def(patchProject, (p, _q, b) => [parseProjectId(p.project_id), parseBody('patchProject', b)]),
+  getProject: def(getProject, (p) => [parseProjectId(p.project_id)]),
+  listOrgProjects: def(listProjects, (p) => [parseOrgId(p.org_id)]),
+  listProjects: def(listProjects, () => [null]),
+  deleteProject: def(deleteProject, (p) => [parseOrgId(p.org_id), parseProjectId(p.project_id)]),
+};
+
+const notImplemented = () => new DomainError('not_implemented', 'per-product user profiles are not implemented', { code: 'NOT_IMPLEMENTED' });
+
+/**
+ * Parses and validates an operation's path parameters, query and JSON body
+ * without running it. Returns the domain function's arguments; throws
+ * PARAM_INVALID naming the field.
+ */
+export function parseDirectoryInput(op: DirectoryOp, req: DirectoryRequest): unknown[] {
+  if (op === 'notImplemented') throw notImplemented();
+  return OPS[op].parse(req);
+}
+
 /**
  * Runs one directory operation: permission check, input parsing, the domain
  * call. Returns the `data` of the success envelope; throws DomainErrors whose
  * `code` is the envelope's `message`.
  */
 export async function runDirectoryOp(deps: DirectoryDeps, caller: DirectoryCaller, route: Pick<DirectoryRoute, 'op' | 'needs'>, req: DirectoryRequest): Promise<unknown> {
-  if (route.op === 'notImplemented') {
-    throw new DomainError('not_implemented', 'per-product user profiles are not implemented', { code: 'NOT_IMPLEMENTED' });
-  }
+  if (route.op === 'notImplemented') throw notImplemented();
   if (!allows(caller, route.needs)) {
     const what = route.needs === 'project_manage' ? 'project_manage or directory_manage' : 'directory_manage';
     throw dirError('forbidden', 'FORBIDDEN', `this operation needs ${what} (or a superuser)`);
   }
+  const op = OPS[route.op];
+  const args = op.parse(req);
   try {
-    return await dispatch(deps, caller, route.op, req);
+    return await op.run(deps, caller, args);
   } catch (err) {
     throw mapDbError(err);
-  }
-}
-
-async function dispatch(deps: DirectoryDeps, caller: DirectoryCaller, op: DirectoryOp, req: DirectoryRequest): Promise<unknown> {
-  const p = req.params ?? {};
-  const q = req.query;
-  const b = req.body;
-  switch (op) {
-    case 'listOrgs':
-      return listOrgs(deps, caller);
-    case 'createOrg':
-      return createOrg(deps, caller, parseBody('createOrg', b));
-    case 'listOrgUsers':
-      return listOrgUsers(deps, caller, parseOrgId(p.org_id), parseQuery('paging', q));
-    case 'addOrgUsers':
-      return addOrgUsers(deps, caller, parseOrgId(p.org_id), parseBody('addOrgUsers', b));
-    case 'removeOrgUser':
-      return removeOrgUser(deps, caller, parseOrgId(p.org_id), parseUserRef(p.user_id));
-    case 'searchUsers':
-      return searchUsers(deps, caller, parseQuery('userSearch', q));
-    case 'createUsers':
-      return createUsers(deps, caller, parseBody('createUsers', b));
-    case 'patchUser':
-      return patchUser(deps, caller, parseUserRef(p.user_id), parseBody('patchUser', b));
-    case 'deleteUser':
-      return deleteUser(deps, caller, parseUserRef(p.user_id), parseQuery('userDelete', q));
-    case 'bindSso':
-      return bindSso(deps, caller, parseBody('bindSso', b).users);
-    case 'createRole':
-      return createRole(deps, caller, parseOrgId(p.org_id), parseBody('createRole', b));
-    case 'listRoles':
-      return listRoles(deps, caller, parseOrgId(p.org_id), parseQuery('roleList', q));
-    case 'patchRole':
-      return patchRole(deps, caller, parseOrgId(p.org_id), parseRoleId(p.role_id), parseBody('patchRole', b));
-    case 'addRoleSubjects':
-      return addRoleSubjects(deps, caller, parseOrgId(p.org_id), parseRoleId(p.role_id), parseBody('addRoleSubjects', b).subjects);
-    case 'removeRoleSubject':
-      return removeRoleSubject(deps, caller, parseOrgId(p.org_id), parseRoleId(p.role_id), parseUserRef(p.user_id));
-    case 'listOrgUserRoles':
-      return listUserRoles(deps, caller, parseOrgId(p.org_id), parseUserRef(p.user_id), parseQuery('roleView', q));
-    case 'listUserRoles':
-      return listUserRoles(deps, caller, null, parseUserRef(p.user_id), parseQuery('roleView', q));
-    case 'getRootDepartment':
-      return getRootDepartment(deps, caller, parseOrgId(p.org_id), parseQuery('deptView', q));
-    case 'searchDepartments':
-      return searchDepartments(deps, caller, parseOrgId(p.org_id), parseQuery('deptSearch', q));
-    case 'listDepartmentUsers':
-      return listDepartmentUsers(deps, caller, parseOrgId(p.org_id), parseDeptRef(p.department_id), parseQuery('deptUsers', q));
-    case 'createDepartment':
-      return createDepartment(deps, caller, parseOrgId(p.org_id), parseBody('createDepartment', b));
-    case 'patchDepartment':
-      return patchDepartment(deps, caller, parseOrgId(p.org_id), parseDeptRef(p.department_id), parseBody('patchDepartment', b));
-    case 'addDepartmentUsers':
-      return addDepartmentUsers(deps, caller, parseOrgId(p.org_id), parseDeptRef(p.department_id), parseBody('departmentUsers', b));
-    case 'removeDepartmentUsers':
-      return removeDepartmentUsers(deps, caller, parseOrgId(p.org_id), parseDeptRef(p.department_id), parseBody('departmentUsers', b));
-    case 'deleteDepartment':
-      return deleteDepartment(deps, caller, parseOrgId(p.org_id), parseDeptRef(p.department_id));
-    case 'listUserDepartments':
-      return listUserDepartments(deps, caller, parseOrgId(p.org_id), parseUserRef(p.user_id));
-    case 'createProject':
-      return createProject(deps, caller, parseOrgId(p.org_id), parseBody('createProject', b));
-    case 'patchProject':
-      return patchProject(deps, caller, parseProjectId(p.project_id), parseBody('patchProject', b));
-    case 'getProject':
-      return getProject(deps, caller, parseProjectId(p.project_id));
-    case 'listOrgProjects':
-      return listProjects(deps, caller, parseOrgId(p.org_id));
-    case 'listProjects':
-      return listProjects(deps, caller, null);
-    case 'deleteProject':
-      return deleteProject(deps, caller, parseOrgId(p.org_id), parseProjectId(p.project_id));
-    case 'notImplemented':
-      throw new DomainError('not_implemented', 'not implemented', { code: 'NOT_IMPLEMENTED' });
   }
 }
 
