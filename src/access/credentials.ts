@@ -96,7 +96,7 @@ export interface Page<T> {
   items: T[];
 }
 
-interface KeyRow {
+export interface KeyRow {
   access_key_id: string;
   owner_user_id: string | null;
   owner_app_id: string | null;
@@ -218,30 +218,13 @@ export class Credentials {
     return { userId: null, appId: a.id, publicId: ownerId };
   }
 
-  async #keyRow(sql: postgres.Sql | postgres.TransactionSql, akid: string, lock: boolean): Promise<KeyRow | undefined> {
-    const [r] = await sql<KeyRow[]>`
-      SELECT k.access_key_id, k.owner_user_id, k.owner_app_id, a.app_id AS app_public_id, a.owner_user_id AS app_owner_user_id,
-             k.status, k.description, k.created_at, k.expires_at, k.last_used_at, k.rotated_to
-      FROM authz_access_key k LEFT JOIN authz_app a ON a.id = k.owner_app_id
-      WHERE k.access_key_id = ${akid} ${lock ? sql`FOR UPDATE OF k` : sql``}`;
-    return r;
+  #keyRow(sql: postgres.Sql | postgres.TransactionSql, akid: string, lock: boolean): Promise<KeyRow | undefined> {
+    return keyRow(sql, akid, lock);
   }
 
   /** Owners and admins see a key; anyone else gets "not found", so key ids cannot be probed. */
   #mayUse(caller: Caller, r: KeyRow): boolean {
     return caller.admin || (caller.userId !== null && (caller.userId === r.owner_user_id || caller.userId === r.app_owner_user_id));
-  }
-
-  async #insertKey(tx: AuthzTx, caller: Caller, owner: { userId: string | null; appId: string | null }, description: string): Promise<{ row: KeyRow; secret: string }> {
-    const keys = this.#keys();
-    const akid = generateAccessKeyId();
-    const secret = generateSecret();
-    const enc = encryptSecret(keys, akid, secret);
-    await tx.sql`
-      INSERT INTO authz_access_key (access_key_id, owner_user_id, owner_app_id, secret_ciphertext, secret_nonce, master_key_id, description, created_by)
-      VALUES (${akid}, ${owner.userId}, ${owner.appId}, ${enc.ciphertext}, ${enc.nonce}, ${enc.kid}, ${description}, ${caller.userId})`;
-    const row = (await this.#keyRow(tx.sql, akid, false))!;
-    return { row, secret };
   }
 
   /** POST /access-keys: a new Active key; its secret is in this answer only. */
@@ -251,7 +234,7 @@ export class Credentials {
     this.#keys();
     const { result } = await this.store.write(caller.actor, async (tx) => {
       const owner = await this.#owner(tx, caller, ownerType, input.ownerId);
-      const { row, secret } = await this.#insertKey(tx, caller, owner, description);
+      const { row, secret } = await insertAccessKey(tx, this.#keys(), owner, description, caller.userId);
       const view = keyView(row);
       tx.event({ action: 'key.create', targetType: 'access_key', targetId: row.access_key_id, effect: { ak: row.access_key_id }, after: view });
       return { ...view, secretAccessKey: secret };
@@ -351,7 +334,7 @@ export class Credentials {
       if (old.rotated_to !== null || (old.expires_at !== null && old.expires_at.getTime() <= Date.now())) {
         throw new DomainError('conflict', `access key ${akid} was already rotated or has expired`, { code: 'CONFLICT', field: 'accessKeyId' });
       }
-      const { row, secret } = await this.#insertKey(tx, caller, { userId: old.owner_user_id, appId: old.owner_app_id }, old.description);
+      const { row, secret } = await insertAccessKey(tx, this.#keys(), { userId: old.owner_user_id, appId: old.owner_app_id }, old.description, caller.userId);
       // The grace only ever shortens a key's life; LEAST keeps an earlier expiry.
       const [upd] = await tx.sql<{ expires_at: Date }[]>`
         UPDATE authz_access_key
@@ -386,26 +369,6 @@ export class Credentials {
 
   // ------------------------------------------------------------ tokens
 
-  async #issue(
-    tx: AuthzTx,
-    user: { id: string; account: string },
-    o: { kind: 'SESSION' | 'PERSONAL'; via: 'password' | 'token_exchange' | 'personal' | 'cli'; name?: string; parentJti?: string | null; expires: postgres.PendingQuery<postgres.Row[]> | postgres.Fragment },
-  ): Promise<{ token: string; id: string; created_at: Date; expires_at: Date }> {
-    const token = generateToken();
-    const [r] = await tx.sql<{ id: string; created_at: Date; expires_at: Date }[]>`
-      INSERT INTO authz_token (token_sha256, token_hint, user_id, kind, name, issued_via, parent_jti, expires_at)
-      VALUES (${tokenSha256(token)}, ${tokenHint(token)}, ${user.id}, ${o.kind}, ${o.name ?? ''}, ${o.via}, ${o.parentJti ?? null}, ${o.expires})
-      RETURNING id, created_at, expires_at`;
-    tx.event({
-      action: 'token.issue',
-      targetType: 'token',
-      targetId: r!.id,
-      effect: { token_id: Number(r!.id), user_id: Number(user.id) },
-      after: { id: Number(r!.id), userId: Number(user.id), account: user.account, kind: o.kind, issuedVia: o.via, parentJti: o.parentJti ?? null, expiresDate: r!.expires_at.toISOString() },
-    });
-    return { token, ...r! };
-  }
-
   /**
    * `grant_type=password`. A wrong password, an unknown account and a disabled
    * user get the same answer; more than 10 failures per (account, IP) in 15
@@ -435,7 +398,7 @@ export class Credentials {
       const [still] = await tx.sql<{ status: number }[]>`SELECT status FROM authz_user WHERE id = ${u.id} FOR UPDATE`;
       if (!still || still.status !== 1) throw invalidGrant('invalid username or password');
       await tx.sql`UPDATE authz_user SET last_login = now() WHERE id = ${u.id}`;
-      return this.#issue(tx, u, { kind: 'SESSION', via: 'password', expires: tx.sql`now() + make_interval(secs => ${ttl})` });
+      return issueToken(tx, u, { kind: 'SESSION', via: 'password', expires: tx.sql`now() + make_interval(secs => ${ttl})` });
     });
     return { access_token: result.token, token_type: 'Bearer', expires_in: ttl };
   }
@@ -472,7 +435,7 @@ export class Credentials {
         SELECT u.id, u.account, u.status FROM authz_user_sso s JOIN authz_user u ON u.id = s.user_id
         WHERE s.sso_type = 'utilmeta' AND s.sso_user_id = ${claims.sub} FOR UPDATE OF u`;
       if (!u || u.status !== 1) throw invalidGrant('the platform user is not bound to an enabled user here', 'subject_token');
-      return this.#issue(tx, u, {
+      return issueToken(tx, u, {
         kind: 'SESSION',
         via: 'token_exchange',
         parentJti: claims.jti,
@@ -507,7 +470,7 @@ export class Credentials {
     const days = intIn(input.expiresInDays, 'expiresInDays', 1, 366);
     const { result } = await this.store.write(caller.actor, async (tx) => {
       const u = await this.#userRef(tx.sql, caller, userRef);
-      return this.#issue(tx, u, { kind: 'PERSONAL', via: caller.actor.type === 'CLI' ? 'cli' : 'personal', name, expires: tx.sql`now() + make_interval(days => ${days})` });
+      return issueToken(tx, u, { kind: 'PERSONAL', via: caller.actor.type === 'CLI' ? 'cli' : 'personal', name, expires: tx.sql`now() + make_interval(days => ${days})` });
     });
     return { id: Number(result.id), name, token: result.token, expiresDate: result.expires_at.toISOString() };
   }
@@ -583,4 +546,55 @@ export async function revokeTokens(tx: AuthzTx, where: postgres.Fragment | postg
     effect: { token_ids: ids.map(Number) },
   });
   return ids;
+}
+
+async function keyRow(sql: postgres.Sql | postgres.TransactionSql, akid: string, lock: boolean): Promise<KeyRow | undefined> {
+  const [r] = await sql<KeyRow[]>`
+    SELECT k.access_key_id, k.owner_user_id, k.owner_app_id, a.app_id AS app_public_id, a.owner_user_id AS app_owner_user_id,
+           k.status, k.description, k.created_at, k.expires_at, k.last_used_at, k.rotated_to
+    FROM authz_access_key k LEFT JOIN authz_app a ON a.id = k.owner_app_id
+    WHERE k.access_key_id = ${akid} ${lock ? sql`FOR UPDATE OF k` : sql``}`;
+  return r;
+}
+
+/**
+ * Inserts a new Active key with a fresh secret encrypted under the primary
+ * master key (inside an authz transaction; the caller queues the event).
+ */
+export async function insertAccessKey(
+  tx: AuthzTx,
+  keys: MasterKeys,
+  owner: { userId: string | null; appId: string | null },
+  description: string,
+  createdBy: string | null,
+): Promise<{ row: KeyRow; view: AccessKeyView; secret: string }> {
+  const akid = generateAccessKeyId();
+  const secret = generateSecret();
+  const enc = encryptSecret(keys, akid, secret);
+  await tx.sql`
+    INSERT INTO authz_access_key (access_key_id, owner_user_id, owner_app_id, secret_ciphertext, secret_nonce, master_key_id, description, created_by)
+    VALUES (${akid}, ${owner.userId}, ${owner.appId}, ${enc.ciphertext}, ${enc.nonce}, ${enc.kid}, ${description}, ${createdBy})`;
+  const row = (await keyRow(tx.sql, akid, false))!;
+  return { row, view: keyView(row), secret };
+}
+
+/** Issues a user token inside an authz transaction and queues its `token.issue` event; the token is returned once. */
+export async function issueToken(
+  tx: AuthzTx,
+  user: { id: string; account: string },
+  o: { kind: 'SESSION' | 'PERSONAL'; via: 'password' | 'token_exchange' | 'personal' | 'cli'; name?: string; parentJti?: string | null; expires: postgres.PendingQuery<postgres.Row[]> | postgres.Fragment },
+): Promise<{ token: string; id: string; created_at: Date; expires_at: Date }> {
+  const token = generateToken();
+  const [r] = await tx.sql<{ id: string; created_at: Date; expires_at: Date }[]>`
+    INSERT INTO authz_token (token_sha256, token_hint, user_id, kind, name, issued_via, parent_jti, expires_at)
+    VALUES (${tokenSha256(token)}, ${tokenHint(token)}, ${user.id}, ${o.kind}, ${o.name ?? ''}, ${o.via}, ${o.parentJti ?? null}, ${o.expires})
+    RETURNING id, created_at, expires_at`;
+  tx.event({
+    action: 'token.issue',
+    targetType: 'token',
+    targetId: r!.id,
+    effect: { token_id: Number(r!.id), user_id: Number(user.id) },
+    after: { id: Number(r!.id), userId: Number(user.id), account: user.account, kind: o.kind, issuedVia: o.via, parentJti: o.parentJti ?? null, expiresDate: r!.expires_at.toISOString() },
+  });
+  return { token, ...r! };
 }
