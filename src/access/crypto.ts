@@ -127,7 +127,9 @@ export function parseMasterKeys(text: string): MasterKeys {
     byId.set(kid, mk);
     primary ??= mk;
   });
-  return { primary: primary!, byId };
+  // Key material must never reach a log line or a JSON dump of the config.
+  const redacted = () => ({ kids: [...byId.keys()] });
+  return { primary: primary!, byId, toJSON: redacted, [Symbol.for('nodejs.util.inspect.custom')]: redacted } as MasterKeys;
 }
 
 /** A fresh `kid:base64(32 bytes)` entry (the `gen-master-key` output). */
