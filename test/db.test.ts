@@ -110,17 +110,17 @@ async function catalog(database: string): Promise<Catalog> {
   const sql = connect(database);
   try {
     const relations = await sql`
-      select relname, relkind from pg_class where relnamespace = 'public'::regnamespace order by relname`;
+      select relname, relkind from pg_class where relnamespace = 'public'::regnamespace and relname not like 'authz%' order by relname`;
     const columns = await sql`
       select table_name, column_name, ordinal_position, data_type, udt_name, character_maximum_length,
              numeric_precision, numeric_scale, is_nullable, column_default, is_identity, identity_generation
-      from information_schema.columns where table_schema = 'public' order by table_name, ordinal_position`;
+      from information_schema.columns where table_schema = 'public' and table_name not like 'authz%' order by table_name, ordinal_position`;
     const constraints = await sql`
       select conrelid::regclass::text as tbl, conname, contype, pg_get_constraintdef(oid) as def,
              condeferrable, condeferred
-      from pg_constraint where connamespace = 'public'::regnamespace order by tbl, conname`;
+      from pg_constraint where connamespace = 'public'::regnamespace and conrelid::regclass::text not like 'authz%' order by tbl, conname`;
     const indexes = await sql`
-      select tablename, indexname, indexdef from pg_indexes where schemaname = 'public' order by tablename, indexname`;
+      select tablename, indexname, indexdef from pg_indexes where schemaname = 'public' and tablename not like 'authz%' order by tablename, indexname`;
     const plain = (rows: readonly object[]) => rows.map((r) => ({ ...r }));
     return { relations: plain(relations), columns: plain(columns), constraints: plain(constraints), indexes: plain(indexes) };
   } finally {
@@ -131,7 +131,8 @@ async function catalog(database: string): Promise<Catalog> {
 async function ledger(sqlOrDb: string | postgres.Sql): Promise<string[]> {
   const sql = typeof sqlOrDb === 'string' ? connect(sqlOrDb) : sqlOrDb;
   try {
-    const rows = await sql<{ app: string; name: string }[]>`select app, name from django_migrations order by id`;
+    // The access-plane ledger row has its own tests (authz-schema.test.ts); schema.sql knows nothing of it.
+    const rows = await sql<{ app: string; name: string }[]>`select app, name from django_migrations where app <> 'authz' order by id`;
     return rows.map((r) => `${r.app}.${r.name}`);
   } finally {
     if (typeof sqlOrDb === 'string') await sql.end();
@@ -141,7 +142,7 @@ async function ledger(sqlOrDb: string | postgres.Sql): Promise<string[]> {
 async function ledgerFull(database: string): Promise<unknown[]> {
   const sql = connect(database);
   try {
-    return (await sql`select id, app, name, applied from django_migrations order by id`).map((r) => ({ ...r }));
+    return (await sql`select id, app, name, applied from django_migrations where app <> 'authz' order by id`).map((r) => ({ ...r }));
   } finally {
     await sql.end();
   }
@@ -205,16 +206,17 @@ test('migrate creates both databases; catalog and ledger equal schema.sql (2.9)'
   await withDb(cfg, log, async (db) => {
     assert.equal(db.embedded, false);
     assert.equal(db.describe, `postgres://postgres@${PGHOST}:${PGPORT}/{${base},${base}_ops}`);
-    assert.deepEqual(await migrationStatus(db), { registry: 'missing', ops: 'missing', current: false, problems: [] });
+    assert.deepEqual(await migrationStatus(db), { registry: 'missing', ops: 'missing', authz: 'missing', current: false, problems: [] });
 
     const report = await migrate(cfg, db, log);
     assert.deepEqual({ ...report, createdDatabases: [...report.createdDatabases].sort() }, {
       createdDatabases: [base, `${base}_ops`].sort(),
       registry: 'created',
       ops: 'created',
+      authz: 'created',
       opsState: '2.9',
     });
-    assert.deepEqual(await migrationStatus(db), { registry: 'current', ops: '2.9', current: true, problems: [] });
+    assert.deepEqual(await migrationStatus(db), { registry: 'current', ops: '2.9', authz: 'current', current: true, problems: [] });
     // The same clients work once the databases exist (they failed with 3D000 at open).
     assert.deepEqual(await ledger(db.ops), OPS_29);
     assert.deepEqual(await ledger(db.registry), REG_29);
@@ -263,7 +265,7 @@ test('migrate is idempotent: a second run creates and changes nothing', async (t
   await withDb(cfg, log, (db) => migrate(cfg, db, log));
   const before = await Promise.all([catalog(base), catalog(`${base}_ops`), ledgerFull(base), ledgerFull(`${base}_ops`)]);
   const again = await withDb(cfg, log, (db) => migrate(cfg, db, log));
-  assert.deepEqual(again, { createdDatabases: [], registry: 'present', ops: 'present', opsState: '2.9' });
+  assert.deepEqual(again, { createdDatabases: [], registry: 'present', ops: 'present', authz: 'present', opsState: '2.9' });
   const after = await Promise.all([catalog(base), catalog(`${base}_ops`), ledgerFull(base), ledgerFull(`${base}_ops`)]);
   assert.deepEqual(after, before);
   assert.equal((before[2] as unknown[]).length, 9);
@@ -278,9 +280,9 @@ test('an existing 2.8 ops database is detected and left alone although cfg says 
   const cfg = serverCfg(base, { opsSchema: '2.9' });
   const { log, lines } = captureLogger();
   await withDb(cfg, log, async (db) => {
-    assert.deepEqual(await migrationStatus(db), { registry: 'missing', ops: '2.8', current: false, problems: [] });
+    assert.deepEqual(await migrationStatus(db), { registry: 'missing', ops: '2.8', authz: 'missing', current: false, problems: [] });
     const report = await migrate(cfg, db, log);
-    assert.deepEqual(report, { createdDatabases: [base], registry: 'created', ops: 'present', opsState: '2.8' });
+    assert.deepEqual(report, { createdDatabases: [base], registry: 'created', ops: 'present', authz: 'created', opsState: '2.8' });
     // The registry ledger follows the ops state: no 0006 row.
     assert.deepEqual(await ledger(db.registry), REG_28);
   });
@@ -405,10 +407,10 @@ test('embedded PGlite: migrate, write, close, reopen from the same dir and read 
     await assert.rejects(openDatabase(cfg, log), /already open in this process/);
 
     const report = await migrate(cfg, db, log);
-    assert.deepEqual(report, { createdDatabases: [], registry: 'created', ops: 'created', opsState: '2.9' });
+    assert.deepEqual(report, { createdDatabases: [], registry: 'created', ops: 'created', authz: 'created', opsState: '2.9' });
     // One database holds both parts: one ledger, no duplicated rows.
     assert.deepEqual(await ledger(db.registry), REG_29);
-    assert.deepEqual(await migrationStatus(db), { registry: 'current', ops: '2.9', current: true, problems: [] });
+    assert.deepEqual(await migrationStatus(db), { registry: 'current', ops: '2.9', authz: 'current', current: true, problems: [] });
     const [tz] = await db.registry<{ tz: string }[]>`select current_setting('TimeZone') as tz`;
     assert.equal(tz!.tz, 'UTC');
 
@@ -434,7 +436,7 @@ test('embedded PGlite: migrate, write, close, reopen from the same dir and read 
       select id, name, created_time, data from utilmeta_service`;
     assert.equal(rows.length, 1);
     assert.deepEqual({ ...rows[0] }, { id, name: 'demo', created_time: new Date('2026-01-02T03:04:05.678Z'), data: { a: 1 } });
-    assert.deepEqual(await migrate(cfg, again, log), { createdDatabases: [], registry: 'present', ops: 'present', opsState: '2.9' });
+    assert.deepEqual(await migrate(cfg, again, log), { createdDatabases: [], registry: 'present', ops: 'present', authz: 'present', opsState: '2.9' });
     assert.deepEqual(await ledger(again.registry), REG_29);
   } finally {
     await again.close();
@@ -448,10 +450,10 @@ test('embedded PGlite with opsSchema 2.8: one ledger without 0006, 0005-shaped s
   const cfg: DbConfig = { ...DB_DEFAULTS, host: null, dataDir: dir, opsSchema: '2.8' };
   const { log } = captureLogger();
   await withDb(cfg, log, async (db) => {
-    assert.deepEqual(await migrate(cfg, db, log), { createdDatabases: [], registry: 'created', ops: 'created', opsState: '2.8' });
+    assert.deepEqual(await migrate(cfg, db, log), { createdDatabases: [], registry: 'created', ops: 'created', authz: 'created', opsState: '2.8' });
     assert.deepEqual(await ledger(db.registry), REG_28);
     const cols = await supervisorColumns(db.ops);
     assert.ok(cols.includes('aggregate_settings') && cols.includes('task_settings') && !cols.includes('report_settings'));
-    assert.deepEqual(await migrationStatus(db), { registry: 'current', ops: '2.8', current: true, problems: [] });
+    assert.deepEqual(await migrationStatus(db), { registry: 'current', ops: '2.8', authz: 'current', current: true, problems: [] });
   });
 });

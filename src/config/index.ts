@@ -6,6 +6,7 @@ import { BlockList, isIP } from 'node:net';
 import dotenv from 'dotenv';
 import { availableParallelism } from 'node:os';
 import type { DbConfig } from '../db/index.ts';
+import { parseMasterKeys, type MasterKeys } from '../access/crypto.ts';
 
 export const PREFIX = 'UTILMETA_PROXY_';
 
@@ -44,10 +45,36 @@ export interface Config {
     clusterKey: string | null;
     trustedHosts: string[];
   };
+  authz: AuthzConfig;
   logLevel: string;
   metricsHost: string;
   metricsPort: number | null;
   envFile: string | null;
+}
+
+/** The access plane's settings (Appendix A of the access-plane contract). */
+export interface AuthzConfig {
+  /** parsed UTILMETA_PROXY_AUTHZ_MASTER_KEYS; null when unset (embedded mode generates a key file) */
+  masterKeys: MasterKeys | null;
+  /** second propagation channel and shared login rate limits; null = PostgreSQL NOTIFY and per-node memory only */
+  redisUrl: string | null;
+  sigv4Region: string;
+  sigv4Services: string[];
+  /** seconds */
+  sigv4MaxSkew: number;
+  sigv4UnsignedPayload: boolean;
+  /** reviewer-cancel notice, seconds */
+  cancelNotice: number;
+  /** seconds of fail-static before ENFORCE services fail closed; 0 = never */
+  maxStaleness: number;
+  /** seconds between seq checks */
+  resync: number;
+  /** SESSION token lifetime, seconds */
+  tokenTtl: number;
+  /** default access-key rotation grace, seconds */
+  keyGrace: number;
+  /** seed-002 instance_id */
+  clusterId: string;
 }
 
 /** Every variable, its default and meaning: the source for --help, the env example and the README table. */
@@ -84,6 +111,18 @@ export const VARIABLES: Array<{ name: string; default: string; help: string; gro
   { group: 'Platform', name: 'SUPERVISOR_CLUSTER_KEY', default: '(unset)', help: 'Cluster public key (JWK JSON, or base64 of it).' },
   { group: 'Platform', name: 'TRUSTED_HOSTS', default: '(none)', help: 'Extra platform hosts to trust besides utilmeta.com (comma-separated); 127.0.0.1 is trusted when not in production.' },
   { group: 'Platform', name: 'LOAD_TIMEOUT', default: '15', help: 'Seconds to wait for the own OperationsAPI before self-connecting.' },
+  { group: 'Access plane', name: 'AUTHZ_MASTER_KEYS', default: '(unset; embedded DB: generated file)', help: 'kid:base64(32 bytes)[,kid2:...]: master keys for access-key secrets (AES-256-GCM). The first encrypts, all decrypt. Without one, access keys and SigV4 are unavailable; the embedded database generates DATA_DIR/authz-master.key.' },
+  { group: 'Access plane', name: 'REDIS_URL', default: '(unset)', help: 'redis:// or rediss:// URL: second propagation channel for access changes and shared login rate limits. Without it only PostgreSQL NOTIFY and per-node limits are used.' },
+  { group: 'Access plane', name: 'SIGV4_REGION', default: 'pri', help: 'Region required in the SigV4 credential scope.' },
+  { group: 'Access plane', name: 'SIGV4_SERVICES', default: 'utilmeta,minibasebe', help: 'Service names accepted in the SigV4 credential scope (comma-separated).' },
+  { group: 'Access plane', name: 'SIGV4_MAX_SKEW', default: '900', help: 'Seconds of clock skew allowed for SigV4 header signatures.' },
+  { group: 'Access plane', name: 'SIGV4_UNSIGNED_PAYLOAD', default: 'true', help: 'Accept UNSIGNED-PAYLOAD on /api/proxy.' },
+  { group: 'Access plane', name: 'AUTHZ_CANCEL_NOTICE', default: '172800', help: 'Notice in seconds before a reviewer cancellation of an app grant takes effect; below 172800 is refused when PRODUCTION=true.' },
+  { group: 'Access plane', name: 'AUTHZ_MAX_STALENESS', default: '300', help: 'Seconds a node keeps deciding from memory without PostgreSQL before ENFORCE services fail closed; 0 = never.' },
+  { group: 'Access plane', name: 'AUTHZ_RESYNC', default: '30', help: 'Seconds between checks that this node has applied every access change.' },
+  { group: 'Access plane', name: 'AUTHZ_TOKEN_TTL', default: '43200', help: 'Lifetime of SESSION user tokens (password grant, token exchange), in seconds.' },
+  { group: 'Access plane', name: 'AUTHZ_KEY_GRACE', default: '86400', help: 'Default seconds an access key stays valid after it is rotated.' },
+  { group: 'Access plane', name: 'AUTHZ_CLUSTER_ID', default: 'SUPERVISOR_CLUSTER_ID, else default', help: 'instance_id reported by the app-grant API.' },
   { group: 'Observability', name: 'LOG_LEVEL', default: 'info', help: 'pino log level: trace, debug, info, warn, error, fatal, silent.' },
   { group: 'Observability', name: 'METRICS_HOST', default: '127.0.0.1', help: 'Address of the Prometheus metrics listener.' },
   { group: 'Observability', name: 'METRICS_PORT', default: '(unset: off)', help: 'Port of the Prometheus metrics listener (/metrics).' },
@@ -169,6 +208,7 @@ export function parseConfig(env: Env, envFile: string | null = null): Config {
   const metricsPort = r.str('METRICS_PORT') === null ? null : r.int('METRICS_PORT', 0, 0, 65535);
   const logLevel = r.choice('LOG_LEVEL', ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const, 'info');
   const opsSchema = r.choice('OPS_SCHEMA', ['2.9', '2.8'] as const, '2.9');
+  const production = r.bool('PRODUCTION', false);
   return {
     baseUrl: base,
     baseUrlDerived: derived,
@@ -176,7 +216,7 @@ export function parseConfig(env: Env, envFile: string | null = null): Config {
     bindPort,
     server,
     workers,
-    production: r.bool('PRODUCTION', false),
+    production,
     private: r.bool('PRIVATE', false),
     validateForwardIps: r.bool('VALIDATE_FORWARD_IPS', false),
     trustedProxies: trustedText.length ? trusted : null,
@@ -207,10 +247,49 @@ export function parseConfig(env: Env, envFile: string | null = null): Config {
       clusterKey: r.str('SUPERVISOR_CLUSTER_KEY'),
       trustedHosts: r.list('TRUSTED_HOSTS'),
     },
+    authz: parseAuthz(r, production),
     logLevel,
     metricsHost: r.str('METRICS_HOST') ?? '127.0.0.1',
     metricsPort,
     envFile,
+  };
+}
+
+function parseAuthz(r: Reader, production: boolean): AuthzConfig {
+  const mkText = r.str('AUTHZ_MASTER_KEYS');
+  let masterKeys: MasterKeys | null = null;
+  if (mkText !== null) {
+    try {
+      masterKeys = parseMasterKeys(mkText);
+    } catch (err) {
+      // parseMasterKeys already names the variable and the entry; never the key material.
+      throw new ConfigError((err as Error).message);
+    }
+  }
+  const redisText = r.str('REDIS_URL');
+  if (redisText !== null) r.url('REDIS_URL', redisText, ['redis:', 'rediss:']);
+  const region = r.str('SIGV4_REGION') ?? 'pri';
+  if (!/^[a-z0-9-]{1,64}$/.test(region)) r.fail('SIGV4_REGION', 'a region name of a-z, 0-9 and -', region);
+  const services = r.str('SIGV4_SERVICES') === null ? ['utilmeta', 'minibasebe'] : r.list('SIGV4_SERVICES');
+  for (const s of services) if (!/^[a-z0-9-]{1,64}$/.test(s)) r.fail('SIGV4_SERVICES', 'service names of a-z, 0-9 and -', s);
+  if (services.length === 0) r.fail('SIGV4_SERVICES', 'at least one service name', '');
+  const cancelNotice = r.int('AUTHZ_CANCEL_NOTICE', 172800, 0, 10 * 365 * 86400);
+  if (production && cancelNotice < 172800) {
+    throw new ConfigError(`${PREFIX}AUTHZ_CANCEL_NOTICE: must be at least 172800 (2 days) when PRODUCTION=true, got ${cancelNotice}`);
+  }
+  return {
+    masterKeys,
+    redisUrl: redisText,
+    sigv4Region: region,
+    sigv4Services: services,
+    sigv4MaxSkew: r.int('SIGV4_MAX_SKEW', 900, 1, 7 * 86400),
+    sigv4UnsignedPayload: r.bool('SIGV4_UNSIGNED_PAYLOAD', true),
+    cancelNotice,
+    maxStaleness: r.int('AUTHZ_MAX_STALENESS', 300, 0, 30 * 86400),
+    resync: r.num('AUTHZ_RESYNC', 30, 0.1, 86400),
+    tokenTtl: r.int('AUTHZ_TOKEN_TTL', 43200, 60, 366 * 86400),
+    keyGrace: r.int('AUTHZ_KEY_GRACE', 86400, 0, 604800),
+    clusterId: r.str('AUTHZ_CLUSTER_ID') ?? r.str('SUPERVISOR_CLUSTER_ID') ?? 'default',
   };
 }
 

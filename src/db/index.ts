@@ -4,11 +4,11 @@ import postgres from 'postgres';
 import type { Logger } from 'pino';
 import { createClient, DbError, errorCode, targetLabel, wrapDbError, type DbTarget } from './client.ts';
 import type { EmbeddedServer } from './embedded.ts';
-import { detectOps, detectRegistry, migrateOps, migrateRegistry, MIGRATE_LOCK_KEY, type OpsState, type RegistryState } from './migrate.ts';
+import { detectAuthz, detectOps, detectRegistry, migrateAuthz, migrateOps, migrateRegistry, MIGRATE_LOCK_KEY, type AuthzState, type OpsState, type RegistryState } from './migrate.ts';
 
 export { DbError } from './client.ts';
 export { domainErrorOfDb } from './errors.ts';
-export type { OpsState, RegistryState } from './migrate.ts';
+export type { AuthzState, OpsState, RegistryState } from './migrate.ts';
 
 export interface DbConfig {
   /** null → embedded PGlite */
@@ -154,7 +154,9 @@ function inner(db: Database): Internals {
 export interface MigrationStatus {
   registry: RegistryState;
   ops: OpsState;
-  /** both are migrated to a state this proxy recognises */
+  /** the access-plane tables (authz/0001_initial) in the registry database */
+  authz: AuthzState;
+  /** all three are migrated to a state this proxy recognises */
   current: boolean;
   /** one line per 'foreign' finding */
   problems: string[];
@@ -165,13 +167,16 @@ export async function migrationStatus(db: Database): Promise<MigrationStatus> {
   const { registryTarget, opsTarget } = inner(db);
   const ops = await detectOrMissing(db.ops, opsTarget, detectOps);
   const registry = await detectOrMissing(db.registry, registryTarget, detectRegistry);
+  const authz = await detectOrMissing(db.registry, registryTarget, detectAuthz);
   const problems: string[] = [];
   if (ops.state === 'foreign') problems.push(foreignMessage('ops', opsTarget, ops.problem));
   if (registry.state === 'foreign') problems.push(foreignMessage('registry', registryTarget, registry.problem));
+  if (authz.state === 'foreign') problems.push(foreignMessage('authz', registryTarget, authz.problem));
   return {
     registry: registry.state,
     ops: ops.state,
-    current: registry.state === 'current' && (ops.state === '2.9' || ops.state === '2.8'),
+    authz: authz.state,
+    current: registry.state === 'current' && authz.state === 'current' && (ops.state === '2.9' || ops.state === '2.8'),
     problems,
   };
 }
@@ -189,12 +194,14 @@ async function detectOrMissing<S extends string>(
   }
 }
 
-function foreignMessage(kind: 'ops' | 'registry', target: DbTarget, problem: string): string {
+function foreignMessage(kind: 'ops' | 'registry' | 'authz', target: DbTarget, problem: string): string {
   const fix =
     kind === 'ops'
       ? 'restore the django_migrations rows of schema.md §2 to match the tables, or point the ops database setting at an empty database'
-      : "restore the ('service','0001_initial') ledger row, or point the registry database setting at an empty database";
-  return `${kind} database, ${targetLabel(target)}: ${problem}; refusing to create or alter anything — ${fix}`;
+      : kind === 'authz'
+        ? "restore the ('authz','0001_initial') ledger row, or drop the partial authz_* tables"
+        : "restore the ('service','0001_initial') ledger row, or point the registry database setting at an empty database";
+  return `${kind === 'authz' ? 'registry (access plane)' : kind} database, ${targetLabel(target)}: ${problem}; refusing to create or alter anything — ${fix}`;
 }
 
 export interface MigrationReport {
@@ -202,6 +209,8 @@ export interface MigrationReport {
   createdDatabases: string[];
   registry: 'created' | 'present';
   ops: 'created' | 'present';
+  /** the access-plane tables in the registry database */
+  authz: 'created' | 'present';
   /** the ops state after migrate (an existing database keeps its state, whatever cfg.opsSchema says) */
   opsState: '2.9' | '2.8';
 }
@@ -219,6 +228,10 @@ export async function migrate(cfg: DbConfig, db: Database, log: Logger): Promise
   if (opsFound.state === 'foreign') throw new DbError(foreignMessage('ops', opsTarget, opsFound.problem), 'EFOREIGN');
   const regFound = await detectOrMissing(db.registry, registryTarget, detectRegistry);
   if (regFound.state === 'foreign') throw new DbError(foreignMessage('registry', registryTarget, regFound.problem), 'EFOREIGN');
+  if (!regFound.absent) {
+    const authzFound = await detectOrMissing(db.registry, registryTarget, detectAuthz);
+    if (authzFound.state === 'foreign') throw new DbError(foreignMessage('authz', registryTarget, authzFound.problem), 'EFOREIGN');
+  }
 
   const createdDatabases: string[] = [];
   const absent = [...new Set([...(regFound.absent ? [registryTarget.database] : []), ...(opsFound.absent ? [opsTarget.database] : [])])];
@@ -255,7 +268,22 @@ export async function migrate(cfg: DbConfig, db: Database, log: Logger): Promise
   if (reg.state !== 'current') throw new DbError(foreignMessage('registry', registryTarget, reg.problem), 'EFOREIGN');
   if (reg.created) log.info({ database: registryTarget.database }, 'created the registry tables');
 
-  return { createdDatabases, registry: reg.created ? 'created' : 'present', ops: ops.created ? 'created' : 'present', opsState };
+  let authz;
+  try {
+    authz = await migrateAuthz(db.registry);
+  } catch (err) {
+    throw wrapDbError(err, registryTarget, 'access-plane (authz) migration failed');
+  }
+  if (authz.state !== 'current') throw new DbError(foreignMessage('authz', registryTarget, authz.problem), 'EFOREIGN');
+  if (authz.created) log.info({ database: registryTarget.database }, 'created the access-plane (authz) tables');
+
+  return {
+    createdDatabases,
+    registry: reg.created ? 'created' : 'present',
+    ops: ops.created ? 'created' : 'present',
+    authz: authz.created ? 'created' : 'present',
+    opsState,
+  };
 }
 
 /**

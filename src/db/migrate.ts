@@ -19,6 +19,17 @@ export const OPS_MIGRATIONS = [
 
 export const SERVICE_MIGRATIONS = ['0001_initial'] as const;
 
+/** Access-plane migrations (ledger app 'authz'), applied to the registry database. */
+export const AUTHZ_MIGRATIONS = ['0001_initial'] as const;
+
+/** Tables authz/0001_initial creates (all in the registry database). */
+export const AUTHZ_TABLES = [
+  'authz_state', 'authz_org', 'authz_user', 'authz_org_user', 'authz_user_sso', 'authz_department',
+  'authz_department_user', 'authz_role', 'authz_role_child', 'authz_role_user', 'authz_project',
+  'authz_role_project', 'authz_app', 'authz_service', 'authz_api', 'authz_service_auth', 'authz_grant',
+  'authz_grant_request', 'authz_access_key', 'authz_token', 'authz_revoked_jti', 'authz_event',
+];
+
 /** Tables Part A (or A + C) creates; any of them without ledger rows means "foreign". */
 export const OPS_TABLES = [
   'utilmeta_supervisor', 'utilmeta_access_token', 'utilmeta_resource', 'utilmeta_worker',
@@ -34,6 +45,11 @@ export const MIGRATE_LOCK_KEY = '8461542911697778993';
 
 const sqlFile = (name: string) => readFileSync(new URL(`./sql/${name}`, import.meta.url), 'utf8');
 let sqlCache: { a: string; b: string; c: string } | undefined;
+let authzCache: string | undefined;
+/** authz/0001_initial: DDL, triggers and its own ledger row. */
+export function authzSql(): string {
+  return (authzCache ??= sqlFile('authz_0001.sql'));
+}
 /** schema.sql Part A / B / C (C uncommented), verbatim minus their BEGIN/COMMIT. */
 export function schemaSql(): { a: string; b: string; c: string } {
   sqlCache ??= { a: sqlFile('part_a_ops.sql'), b: sqlFile('part_b_registry.sql'), c: sqlFile('part_c_ops_0005.sql') };
@@ -42,6 +58,7 @@ export function schemaSql(): { a: string; b: string; c: string } {
 
 export type OpsState = '2.9' | '2.8' | 'missing' | 'foreign';
 export type RegistryState = 'current' | 'missing' | 'foreign';
+export type AuthzState = 'current' | 'missing' | 'foreign';
 export interface Detected<S> {
   state: S;
   /** Why a state is 'foreign' (empty otherwise). */
@@ -152,6 +169,38 @@ export async function migrateRegistry(sql: postgres.Sql, opsState: '2.9' | '2.8'
     if (opsState === '2.8' && !had0006) {
       await tx`delete from django_migrations where app = 'ops' and name = ${OPS_0006}`;
     }
+    return { created: true, state: 'current', problem: '' };
+  });
+}
+
+export async function detectAuthz(sql: Q): Promise<Detected<AuthzState>> {
+  const names = (await ledgerNames(sql, 'authz')) ?? [];
+  const tables = await visibleTables(sql, AUTHZ_TABLES);
+  if (names.length === 0) {
+    if (tables.length === 0) return { state: 'missing', problem: '' };
+    return { state: 'foreign', problem: `has access-plane tables (${list(tables)}) but no ('authz', '0001_initial') row in django_migrations` };
+  }
+  const unknown = names.filter((n) => !(AUTHZ_MIGRATIONS as readonly string[]).includes(n));
+  if (unknown.length > 0) {
+    return { state: 'foreign', problem: `its django_migrations has authz migrations this proxy does not know (${list(unknown)}), i.e. a newer proxy migrated it` };
+  }
+  const need = AUTHZ_TABLES.filter((t) => !tables.includes(t));
+  if (need.length > 0) {
+    return { state: 'foreign', problem: `its ledger records authz migrations but tables are missing (${list(need)})` };
+  }
+  return { state: 'current', problem: '' };
+}
+
+/**
+ * authz/0001_initial on a locked transaction, after the registry tables (it
+ * references utilmeta_service); creates only when missing.
+ */
+export async function migrateAuthz(sql: postgres.Sql): Promise<{ created: boolean; state: AuthzState; problem: string }> {
+  return sql.begin(async (tx) => {
+    await tx`select pg_advisory_xact_lock(${MIGRATE_LOCK_KEY}::bigint)`;
+    const found = await detectAuthz(tx);
+    if (found.state !== 'missing') return { created: false, ...found };
+    await tx.unsafe(authzSql());
     return { created: true, state: 'current', problem: '' };
   });
 }
