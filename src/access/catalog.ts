@@ -119,7 +119,8 @@ export function instanceApis(serviceId: string | number | bigint, inst: CatalogI
     return [];
   }
 
-  let prefix = '';
+  // null: no usable servers entry, so the keys are already relative to base_url.
+  let prefix: string | null = null;
   const servers = doc.servers;
   if (servers !== undefined) {
     const first = Array.isArray(servers) ? servers[0] : undefined;
@@ -152,9 +153,9 @@ export function instanceApis(serviceId: string | number | bigint, inst: CatalogI
       report(where, 'the path must start with /');
       continue;
     }
-    const full = prefix + key;
+    const full = (prefix ?? '') + key;
     let template: string;
-    if (base === '') template = full;
+    if (prefix === null || base === '') template = full;
     else if (full === base) template = '/';
     else if (full.startsWith(base + '/')) template = full.slice(base.length);
     else {
