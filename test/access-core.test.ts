@@ -574,3 +574,47 @@ describe('list query (GET /api/v1/services/auth)', () => {
     assert.ok(!/LIMIT|ORDER/.test(count.text));
   });
 });
+
+describe('layered map (copy-on-write state maps)', () => {
+  test('drafts never change what they were drafted from', async () => {
+    const { LayeredMap, COMPACT_AT } = await import('../src/access/layered-map.ts');
+    const base = new Map([['a', 1], ['b', 2]]);
+    const d1 = LayeredMap.draft(base);
+    d1.set('c', 3).set('a', 10);
+    d1.delete('b');
+    assert.deepEqual([...base], [['a', 1], ['b', 2]]);
+    assert.deepEqual([...d1].sort(), [['a', 10], ['c', 3]]);
+    assert.equal(d1.size, 2);
+    assert.equal(d1.has('b'), false);
+    const d2 = LayeredMap.draft(d1);
+    d2.set('b', 20);
+    d2.delete('c');
+    assert.deepEqual([...d1].sort(), [['a', 10], ['c', 3]]);
+    assert.deepEqual([...d2].sort(), [['a', 10], ['b', 20]]);
+    assert.equal(d2.size, 2);
+    // Long chains fold into a new base and stay correct.
+    let m = LayeredMap.draft(base);
+    for (let i = 0; i < COMPACT_AT * 2 + 5; i++) {
+      m = LayeredMap.draft(m);
+      m.set(`k${i}`, i);
+      if (i % 3 === 0) m.delete(`k${i - 1}`);
+    }
+    assert.equal(m.get('k0'), 0);
+    assert.equal(m.get('k2'), undefined);
+    assert.equal(m.get('a'), 1);
+    assert.equal(m.size, [...m].length);
+  });
+  test('a long run of tightening events keeps every earlier state intact', () => {
+    let s = buildDecisionState(rows());
+    const states = [s];
+    for (let i = 0; i < 3000; i++) {
+      s = applyEffect(s, 'jti.revoke', { jtis: [`j${i}`] }).state;
+      if (i === 1500) s = applyEffect(s, 'token.revoke', { token_ids: [1] }).state;
+      states.push(s);
+    }
+    assert.equal(s.revokedJtis.size, 3000);
+    assert.equal(states[1000].revokedJtis.size, 1000);
+    assert.equal(authenticateBearer(states[1500], token(1), NOW).kind, 'user');
+    assert.equal((authenticateBearer(states[1502], token(1), NOW) as { state: string }).state, 'token_revoked');
+  });
+});

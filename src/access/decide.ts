@@ -17,7 +17,7 @@
 // In AUDIT mode the same decision is returned flagged `audit: true`: the caller logs and counts
 // it and forwards the request unchanged.
 
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { PERM, requiredPermission, type Permission } from './permissions.ts';
 import { describeNonCanonical } from './canonical-path.ts';
 import {
@@ -297,7 +297,8 @@ function tokenFailure(state: string, message: string): AuthFailure {
  */
 export function authenticateBearer(state: DecisionState, token: string, now: number): Principal | AuthFailure {
   if (typeof token !== 'string' || !BEARER_TOKEN_RE.test(token)) return tokenFailure('token_invalid', 'invalid token');
-  const h = createHash('sha256').update(token).digest().toString('latin1');
+  // One-shot hash: several times cheaper than a createHash object per request.
+  const h = hash('sha256', token, 'base64');
   const t = state.tokens.get(h);
   if (!t) return tokenFailure('token_invalid', 'invalid token');
   if (t.revoked) return tokenFailure('token_revoked', 'token revoked');

@@ -7,6 +7,7 @@
 
 import { ALL_PERMISSIONS, isApiPermission, type ApiPermission } from './permissions.ts';
 import { ApiRouter } from './router.ts';
+import { draftOf, type WritableMap } from './layered-map.ts';
 import { departmentClosure, roleClosure, userMaskFrom, type ServiceAuthIndex } from './effective.ts';
 
 export type Id = string | number | bigint;
@@ -99,7 +100,7 @@ export interface DecisionState {
   /** apiId → app id → the grant that decides (the live one, else the latest). */
   readonly grantIndex: ReadonlyMap<string, ReadonlyMap<string, GrantEntry>>;
   readonly keys: ReadonlyMap<string, KeyEntry>;
-  /** Token SHA-256 as a 32-char latin1 string (compact and a cheap hash key) → token. */
+  /** Token SHA-256 as base64 (see tokenHashKey) → token. */
   readonly tokens: ReadonlyMap<string, TokenEntry>;
   readonly tokenHashById: ReadonlyMap<string, string>;
   /** Revoked platform JWT ids → expiry (ms). */
@@ -136,9 +137,10 @@ function utcDay(t: Time): number | null {
   return Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate());
 }
 
+/** The map key of a token digest: base64 of the 32 bytes (what crypto.hash yields cheapest). */
 export function tokenHashKey(h: Uint8Array | string): string {
-  if (typeof h === 'string') return Buffer.from(h, 'hex').toString('latin1');
-  return Buffer.from(h.buffer, h.byteOffset, h.byteLength).toString('latin1');
+  if (typeof h === 'string') return Buffer.from(h, 'hex').toString('base64');
+  return Buffer.from(h.buffer, h.byteOffset, h.byteLength).toString('base64');
 }
 
 const LIVE: ReadonlySet<GrantStateName> = new Set(['PENDING', 'ACTIVE', 'CANCEL_SCHEDULED']);
@@ -197,16 +199,19 @@ const tokenEntry = (r: TokenRow): TokenEntry => ({ id: idKey(r.id), userId: idKe
 
 // ---- Building ----
 
-type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 export type MutableMaps = {
-  -readonly [K in keyof DecisionState]: DecisionState[K] extends ReadonlyMap<infer A, infer B> ? Map<A, B> : DecisionState[K];
+  -readonly [K in keyof DecisionState]: DecisionState[K] extends Map<unknown, unknown>
+    ? DecisionState[K]
+    : DecisionState[K] extends ReadonlyMap<infer A, infer B>
+      ? WritableMap<A, B>
+      : DecisionState[K];
 };
 
 export function freshAuthCache(): AuthCache {
   return { roles: new Map(), depts: new Map(), admin: new Map(), masks: new Map() };
 }
 
-function pushUnique(map: Map<string, readonly string[]>, k: string, v: string): void {
+function pushUnique(map: WritableMap<string, readonly string[]>, k: string, v: string): void {
   const cur = map.get(k);
   if (!cur) map.set(k, [v]);
   else if (!cur.includes(v)) map.set(k, [...cur, v]);
@@ -225,7 +230,7 @@ export function buildDecisionState(rows: Partial<DecisionRows>): DecisionState {
     authCache: freshAuthCache(), routerCache: new Map(),
   };
   addRows(s, rows);
-  return Object.freeze(s as DecisionState);
+  return Object.freeze(s as unknown as DecisionState);
 }
 
 function addRows(s: MutableMaps, rows: Partial<DecisionRows>): void {
@@ -253,24 +258,34 @@ function addRows(s: MutableMaps, rows: Partial<DecisionRows>): void {
   for (const r of rows.services ?? []) s.services.set(idKey(r.serviceId), serviceEntry(r));
   for (const r of rows.apis ?? []) s.apis.set(r.apiId, apiEntry(r));
   for (const r of rows.serviceAuths ?? []) setAuth(s, authEntry(r), owned);
-  for (const r of rows.grants ?? []) setGrant(s, grantEntry(r), owned);
-  for (const r of rows.accessKeys ?? []) s.keys.set(r.accessKeyId, keyEntry(r));
+  // Big tables reuse the id strings of the entries they point to (one copy per app, API or user
+  // instead of one per row): tens of bytes per row at 100,000 rows.
+  const appKey = (id: string) => s.apps.get(id)?.id ?? id;
+  const userKey = (id: string) => s.users.get(id)?.id ?? id;
+  for (const r of rows.grants ?? []) {
+    const e = grantEntry(r);
+    setGrant(s, { ...e, appId: appKey(e.appId), apiId: s.apis.get(e.apiId)?.apiId ?? e.apiId }, owned);
+  }
+  for (const r of rows.accessKeys ?? []) {
+    const e = keyEntry(r);
+    s.keys.set(r.accessKeyId, { ...e, ownerUserId: e.ownerUserId && userKey(e.ownerUserId), ownerAppId: e.ownerAppId && appKey(e.ownerAppId) });
+  }
   for (const r of rows.tokens ?? []) {
     const h = tokenHashKey(r.tokenSha256);
     const e = tokenEntry(r);
-    s.tokens.set(h, e);
+    s.tokens.set(h, { ...e, userId: userKey(e.userId) });
     s.tokenHashById.set(e.id, h);
   }
   for (const r of rows.revokedJtis ?? []) s.revokedJtis.set(r.jti, toMs(r.expiresAt, Infinity, Infinity)!);
 }
 
-type MutableAuthIndex = { USER: Map<string, number>; DEPT: Map<string, number>; GROUP: Map<string, number>; APP: Map<string, number> };
+type MutableAuthIndex = { USER: WritableMap<string, number>; DEPT: WritableMap<string, number>; GROUP: WritableMap<string, number>; APP: WritableMap<string, number> };
 
 /** The service's index, copied once per batch (`owned`) so older states keep theirs. */
 function ownIndex(s: Pick<MutableMaps, 'authIndex'>, serviceId: string, owned: Set<unknown>): MutableAuthIndex {
   const cur = s.authIndex.get(serviceId);
   if (cur && owned.has(cur)) return cur as MutableAuthIndex;
-  const idx = cur ? { USER: new Map(cur.USER), DEPT: new Map(cur.DEPT), GROUP: new Map(cur.GROUP), APP: new Map(cur.APP) } : emptyAuthIndex();
+  const idx: MutableAuthIndex = cur ? { USER: draftOf(cur.USER), DEPT: draftOf(cur.DEPT), GROUP: draftOf(cur.GROUP), APP: draftOf(cur.APP) } : emptyAuthIndex();
   owned.add(idx);
   s.authIndex.set(serviceId, idx);
   return idx;
@@ -296,9 +311,9 @@ export function setGrant(s: Pick<MutableMaps, 'grants' | 'grantIndex'>, g: Grant
   const cur = s.grantIndex.get(g.apiId);
   const holder = cur?.get(g.appId);
   if (!decidesOver(g, holder)) return;
-  let inner = cur as Map<string, GrantEntry> | undefined;
+  let inner = cur as WritableMap<string, GrantEntry> | undefined;
   if (!inner || !owned.has(inner)) {
-    inner = new Map(cur ?? []);
+    inner = cur ? draftOf(cur) : new Map<string, GrantEntry>();
     owned.add(inner);
     s.grantIndex.set(g.apiId, inner);
   }
@@ -310,9 +325,9 @@ export function removeGrant(s: Pick<MutableMaps, 'grants' | 'grantIndex'>, g: Gr
   s.grants.delete(g.id);
   const cur = s.grantIndex.get(g.apiId);
   if (cur?.get(g.appId)?.id !== g.id) return;
-  let inner = cur as Map<string, GrantEntry>;
+  let inner = cur as WritableMap<string, GrantEntry>;
   if (!owned.has(inner)) {
-    inner = new Map(cur);
+    inner = draftOf(cur);
     owned.add(inner);
     s.grantIndex.set(g.apiId, inner);
   }
@@ -321,7 +336,7 @@ export function removeGrant(s: Pick<MutableMaps, 'grants' | 'grantIndex'>, g: Gr
 
 // ---- Copy-on-write ----
 
-export type StatePatch = Partial<Mutable<DecisionState>>;
+export type StatePatch = Partial<MutableMaps>;
 
 /**
  * A new state from `base` with some maps replaced. `authChanged` drops the memoized masks,
@@ -330,7 +345,7 @@ export type StatePatch = Partial<Mutable<DecisionState>>;
 export function derive(base: DecisionState, patch: StatePatch, opts: { authChanged?: boolean; apisChanged?: boolean } = {}): DecisionState {
   return Object.freeze({
     ...base,
-    ...patch,
+    ...(patch as Partial<DecisionState>),
     authCache: opts.authChanged ? freshAuthCache() : base.authCache,
     routerCache: opts.apisChanged ? new Map() : base.routerCache,
   });
@@ -342,9 +357,9 @@ export function derive(base: DecisionState, patch: StatePatch, opts: { authChang
  * go through the tightening functions.
  */
 export function withRows(base: DecisionState, rows: Partial<DecisionRows>): DecisionState {
-  const s = { ...base } as MutableMaps;
+  const s = { ...base } as unknown as MutableMaps;
   const copy = <K extends keyof MutableMaps>(...keys: K[]) => {
-    for (const k of keys) (s as Record<string, unknown>)[k] = new Map(base[k] as ReadonlyMap<unknown, unknown>);
+    for (const k of keys) (s as Record<string, unknown>)[k] = draftOf(base[k] as ReadonlyMap<unknown, unknown>);
   };
   if (rows.users?.length) copy('users');
   if (rows.orgUsers?.length) copy('userOrgs');

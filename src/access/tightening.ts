@@ -6,6 +6,7 @@
 
 import { invalid } from '../core/errors.ts';
 import { isApiPermission, type ApiPermission } from './permissions.ts';
+import { draftOf } from './layered-map.ts';
 import {
   derive,
   removeAuth,
@@ -16,10 +17,12 @@ import {
   type DecisionState,
   type GrantStateName,
   type MutableMaps,
+  type TokenEntry,
 } from './decision-state.ts';
 
 type Maps = MutableMaps;
-const copyMap = <K, V>(m: ReadonlyMap<K, V>) => new Map(m);
+// Drafts share the large base maps: one event costs a copy of a small overlay.
+const copyMap = draftOf;
 
 export function keyDisabled(state: DecisionState, accessKeyId: string): DecisionState {
   const k = state.keys.get(accessKeyId);
@@ -46,7 +49,7 @@ export function keyDeleted(state: DecisionState, accessKeyId: string): DecisionS
 }
 
 export function tokensRevoked(state: DecisionState, tokenIds: readonly string[]): DecisionState {
-  let tokens: Map<string, ReturnType<DecisionState['tokens']['get']> & object> | null = null;
+  let tokens: ReturnType<typeof draftOf<string, TokenEntry>> | null = null;
   for (const id of tokenIds) {
     const h = state.tokenHashById.get(id);
     const t = h === undefined ? undefined : state.tokens.get(h);
