@@ -71,10 +71,15 @@ function heap(): number {
   return process.memoryUsage().heapUsed;
 }
 
+/** Builds in its own frame so that no row stays reachable from the caller's stack. */
+function buildFrom(extra: () => Partial<DecisionRows>): DecisionState {
+  return buildDecisionState({ ...baseRows(), ...extra() });
+}
+
 /** Heap growth of a state built from fresh rows (rows are garbage afterwards, as on a node). */
 function memoryOf(label: string, extra: () => Partial<DecisionRows>, baseline: number): DecisionState {
   const before = heap();
-  const s = buildDecisionState({ ...baseRows(), ...extra() });
+  const s = buildFrom(extra);
   const after = heap();
   const grown = after - before - baseline;
   console.log(`${label.padEnd(34)} heap ${(before / 1e6).toFixed(1)} MB → ${(after / 1e6).toFixed(1)} MB; over the base state: ${(grown / 1e6).toFixed(1)} MB = ${Math.round(grown / N)} B per entry`);
@@ -102,7 +107,7 @@ console.log(`node ${process.version}, ${N} entries per table, gc ${gc ? 'exposed
 
 // Memory.
 const emptyBefore = heap();
-let base: DecisionState | null = buildDecisionState(baseRows());
+let base: DecisionState | null = buildFrom(() => ({}));
 const baseline = heap() - emptyBefore;
 console.log(`base state (${USERS} users, ${APPS} apps, ${2 * APIS_PER_SERVICE} APIs) ${(baseline / 1e6).toFixed(1)} MB`);
 memoryOf(`+ ${N} grants`, () => ({ grants: grantRows() }), baseline);
@@ -110,7 +115,7 @@ memoryOf(`+ ${N} tokens`, () => ({ tokens: tokenRows() }), baseline);
 memoryOf(`+ ${N} access keys`, () => ({ accessKeys: keyRows() }), baseline);
 base = null;
 const before = heap();
-const full = buildDecisionState({ ...baseRows(), grants: grantRows(), tokens: tokenRows(), accessKeys: keyRows() });
+const full = buildFrom(() => ({ grants: grantRows(), tokens: tokenRows(), accessKeys: keyRows() }));
 const afterAll = heap();
 console.log(`all three (${3 * N} entries)`.padEnd(34) + ` ${((afterAll - before - baseline) / 1e6).toFixed(1)} MB over the base = ${Math.round((afterAll - before - baseline) / (3 * N))} B per entry`);
 
