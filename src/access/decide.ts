@@ -243,8 +243,9 @@ function evaluate(state: DecisionState, apisAuthEnabled: boolean, mode: AuthMode
     const end = effectiveEnd(g!);
     const upstreamHeaders = identityHeaders(principal, a, api);
     upstreamHeaders['x-utilmeta-grant-id'] = g!.id;
-    upstreamHeaders['x-utilmeta-grant-end'] = rfc3339(end);
-    const clientHeaders: Record<string, string> = { 'X-UtilMeta-Grant-End': rfc3339(end) };
+    const endText = rfc3339(end);
+    upstreamHeaders['x-utilmeta-grant-end'] = endText;
+    const clientHeaders: Record<string, string> = { 'X-UtilMeta-Grant-End': endText };
     if (g!.state === 'CANCEL_SCHEDULED' || end - now < WEEK) {
       clientHeaders['Sunset'] = imfFixdate(end);
       clientHeaders['X-UtilMeta-Grant-State'] = g!.state;
