@@ -25,11 +25,11 @@ const throwsInvalid = (fn: () => unknown, field: string) =>
   assert.throws(fn, (e: unknown) => e instanceof DomainError && e.kind === 'invalid' && e.field === field, `expected invalid ${field}`);
 
 describe('permissions', () => {
-  test('bits follow the seed order', () => {
+  test('bits in the stored order: ADD=1 … EXPORT=256', () => {
     assert.deepEqual(PERMISSIONS.map((p) => PERM[p]), [1, 2, 4, 8, 16, 32, 64, 128, 256]);
     assert.equal(ALL_PERMISSIONS, 511);
   });
-  test('names render in seed order whatever the input order; duplicates ignored', () => {
+  test('names render in bit order whatever the input order; duplicates ignored', () => {
     const m = namesToMask(['EXPORT', 'VIEW', 'VIEW', 'ADD']);
     assert.equal(m, PERM.EXPORT | PERM.VIEW | PERM.ADD);
     assert.deepEqual(maskToNames(m), ['ADD', 'VIEW', 'EXPORT']);
@@ -377,6 +377,8 @@ describe('decide: the proxy decision branch by branch', () => {
     const s2 = withRows(s, { apps: [{ id: 3, appId: 'ab'.repeat(16), projectId: 40, name: 'bound', ownerUserId: 1, status: 'ACTIVE', boundServiceId: 77 }] });
     assert.deepEqual(appBoundTo(s2, 77), { kind: 'app', appId: '3', via: 'instance' });
     assert.equal(appBoundTo(s2, 78), null);
+    assert.equal(appBoundTo(applyEffect(s2, 'app.delete', { app_id: '3' }).state, 77), null);
+    assert.deepEqual(appBoundTo(s2, 77), { kind: 'app', appId: '3', via: 'instance' });
   });
 });
 

@@ -332,7 +332,6 @@ export function principalForAccessKey(state: DecisionState, accessKeyId: string,
 
 /** Instance identity: the app bound to the service whose registered instance is calling, if any. */
 export function appBoundTo(state: DecisionState, serviceId: Id): Principal | null {
-  const sid = idKey(serviceId);
-  for (const a of state.apps.values()) if (a.boundServiceId === sid) return { kind: 'app', appId: a.id, via: 'instance' };
-  return null;
+  const id = state.boundApps.get(idKey(serviceId));
+  return id === undefined ? null : { kind: 'app', appId: id, via: 'instance' };
 }

@@ -91,6 +91,8 @@ export interface DecisionState {
   readonly apps: ReadonlyMap<string, AppEntry>;
   /** Public 32-hex app_id → `authz_app.id`. */
   readonly appIds: ReadonlyMap<string, string>;
+  /** Service id → `authz_app.id` of the app bound to it (instance identity). */
+  readonly boundApps: ReadonlyMap<string, string>;
   readonly projects: ReadonlyMap<string, ProjectEntry>;
   readonly services: ReadonlyMap<string, ServiceEntry>;
   readonly apis: ReadonlyMap<string, ApiEntry>;
@@ -225,7 +227,7 @@ function emptyAuthIndex(): { USER: Map<string, number>; DEPT: Map<string, number
 export function buildDecisionState(rows: Partial<DecisionRows>): DecisionState {
   const s: MutableMaps = {
     users: new Map(), userOrgs: new Map(), userRoles: new Map(), userDepts: new Map(), departments: new Map(), roles: new Map(), roleChildren: new Map(),
-    apps: new Map(), appIds: new Map(), projects: new Map(), services: new Map(), apis: new Map(), auths: new Map(), authIndex: new Map(),
+    apps: new Map(), appIds: new Map(), boundApps: new Map(), projects: new Map(), services: new Map(), apis: new Map(), auths: new Map(), authIndex: new Map(),
     grants: new Map(), grantIndex: new Map(), keys: new Map(), tokens: new Map(), tokenHashById: new Map(), revokedJtis: new Map(),
     authCache: freshAuthCache(), routerCache: new Map(),
   };
@@ -251,8 +253,10 @@ function addRows(s: MutableMaps, rows: Partial<DecisionRows>): void {
     const e = appEntry(r);
     const old = s.apps.get(e.id);
     if (old && old.appId !== e.appId) s.appIds.delete(old.appId);
+    if (old?.boundServiceId != null && s.boundApps.get(old.boundServiceId) === e.id) s.boundApps.delete(old.boundServiceId);
     s.apps.set(e.id, e);
     s.appIds.set(e.appId, e.id);
+    if (e.boundServiceId !== null) s.boundApps.set(e.boundServiceId, e.id);
   }
   for (const r of rows.projects ?? []) s.projects.set(idKey(r.id), projectEntry(r));
   for (const r of rows.services ?? []) s.services.set(idKey(r.serviceId), serviceEntry(r));
@@ -368,7 +372,7 @@ export function withRows(base: DecisionState, rows: Partial<DecisionRows>): Deci
   if (rows.roles?.length) copy('roles');
   if (rows.roleChildren?.length) copy('roleChildren');
   if (rows.roleUsers?.length) copy('userRoles');
-  if (rows.apps?.length) copy('apps', 'appIds');
+  if (rows.apps?.length) copy('apps', 'appIds', 'boundApps');
   if (rows.projects?.length) copy('projects');
   if (rows.services?.length) copy('services');
   if (rows.apis?.length) copy('apis');

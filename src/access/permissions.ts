@@ -40,7 +40,7 @@ export function isValidMask(mask: unknown): mask is number {
   return typeof mask === 'number' && Number.isInteger(mask) && mask >= 1 && mask <= ALL_PERMISSIONS;
 }
 
-/** Names of the bits set in `mask`, in seed order (bits outside the nine are ignored). */
+/** Names of the bits set in `mask`, in bit order (ADD first, EXPORT last; other bits ignored). */
 export function maskToNames(mask: number): Permission[] {
   const out: Permission[] = [];
   for (const p of PERMISSIONS) if (mask & PERM[p]) out.push(p);

@@ -209,6 +209,11 @@ export function appDeleted(state: DecisionState, appId: string): DecisionState {
   const appIds = copyMap(state.appIds);
   appIds.delete(a.appId);
   const patch: Partial<Maps> = { apps, appIds };
+  if (a.boundServiceId !== null && state.boundApps.get(a.boundServiceId) === a.id) {
+    const boundApps = copyMap(state.boundApps);
+    boundApps.delete(a.boundServiceId);
+    patch.boundApps = boundApps;
+  }
   let auth = false;
   if ([...state.authIndex.values()].some((idx) => idx.APP.has(a.id))) {
     const s = { auths: copyMap(state.auths), authIndex: copyMap(state.authIndex) };
