@@ -56,6 +56,7 @@ function baseRows(): DecisionRows {
     accessKeys: [],
     tokens: [],
     revokedJtis: [],
+    platformSso: [],
   };
 }
 

@@ -620,3 +620,28 @@ describe('layered map (copy-on-write state maps)', () => {
     assert.equal((authenticateBearer(states[1502], token(1), NOW) as { state: string }).state, 'token_revoked');
   });
 });
+
+describe('platform authority (supervisor / operations)', () => {
+  test('edge jti denylist and the TEST_PERMISSION supervisor policy', async () => {
+    const { decideSupervisor, jtiRevoked } = await import('../src/access/platform-policy.ts');
+    let s = buildDecisionState(rows());
+    assert.equal(jtiRevoked(s, 'j9'), false);
+    s = applyEffect(s, 'jti.revoke', { jtis: ['j9'] }).state;
+    assert.equal(jtiRevoked(s, 'j9'), true);
+    assert.equal(decideSupervisor(s, SVC, 'GET', { sub: 'p-alice', jti: 'j9' }).result, 'DENY');
+    // Default PLATFORM policy: the platform's own authority.
+    assert.deepEqual(decideSupervisor(s, SVC, 'DELETE', { sub: 'nobody' }), { result: 'ALLOW', userId: null });
+    s = withRows(s, { services: [{ serviceId: SVC, authMode: 'ENFORCE', apisAuthEnabled: false, supervisorPolicy: 'TEST_PERMISSION' }] });
+    assert.deepEqual(decideSupervisor(s, SVC, 'GET', { sub: 'p-alice' }), { result: 'ALLOW', userId: '1' });
+    const d = decideSupervisor(s, SVC, 'POST', { sub: 'p-alice' });
+    assert.equal(d.result === 'DENY' && d.state, 'permission_denied');
+    assert.equal(d.result === 'DENY' && d.required, 'ADD');
+    const un = decideSupervisor(s, SVC, 'GET', { sub: 'p-zed' });
+    assert.equal(un.result === 'DENY' && un.state, 'platform_user_unmapped');
+    const dis = decideSupervisor(s, SVC, 'GET', { sub: 'p-dave' });
+    assert.equal(dis.result === 'DENY' && dis.state, 'principal_disabled');
+    // In AUDIT the policy is not enforced.
+    const audit = applyEffect(s, 'service.auth.mode', { service_id: SVC, mode: 'AUDIT' }).state;
+    assert.equal(decideSupervisor(audit, SVC, 'POST', { sub: 'p-alice' }).result, 'ALLOW');
+  });
+});

@@ -55,6 +55,7 @@ before(async () => {
     INSERT INTO authz_token (token_sha256, token_hint, user_id, kind, issued_via, expires_at)
       VALUES ('\\x${createHash('sha256').update(TOKEN).digest('hex')}', '${TOKEN.slice(0, 12)}', 1, 'SESSION', 'password', now() + interval '1 hour');
     INSERT INTO authz_revoked_jti (jti, expires_at) VALUES ('j1', now() + interval '1 hour');
+    INSERT INTO authz_user_sso (user_id, sso_type, sso_user_id) VALUES (1, 'utilmeta', 'platform-7'), (2, 'oidc', 'platform-7');
   `);
 });
 
@@ -86,5 +87,6 @@ test('every decision query runs against the contract tables and the state decide
   const denied = decide(s, req('POST', '/items'), app, now);
   assert.equal(denied.result === 'DENY' && denied.state, 'grant_required');
   assert.equal(s.revokedJtis.has('j1'), true);
+  assert.deepEqual([...s.platformUsers], [['platform-7', '1']], 'only utilmeta bindings');
   assert.equal(s.projects.get('1')?.validUntil, Date.UTC(3000, 0, 1));
 });

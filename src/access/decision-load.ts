@@ -28,4 +28,5 @@ export const DECISION_QUERIES: Readonly<Record<keyof DecisionRows, string>> = Ob
   tokens: `SELECT id, token_sha256 AS "tokenSha256", user_id AS "userId", expires_at AS "expiresAt", revoked_at AS "revokedAt", parent_jti AS "parentJti" FROM authz_token
     WHERE expires_at > now() - interval '30 days'`,
   revokedJtis: `SELECT jti, expires_at AS "expiresAt" FROM authz_revoked_jti WHERE expires_at > now()`,
+  platformSso: `SELECT user_id AS "userId", sso_user_id AS "ssoUserId" FROM authz_user_sso WHERE sso_type = 'utilmeta'`,
 });

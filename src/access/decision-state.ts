@@ -37,6 +37,8 @@ export interface AccessKeyRow { accessKeyId: string; ownerUserId: Id | null; own
 /** `tokenSha256`: the 32-byte digest (bytea) or its 64-char hex. */
 export interface TokenRow { id: Id; tokenSha256: Uint8Array | string; userId: Id; expiresAt: Time; revokedAt: Time; parentJti: string | null }
 export interface RevokedJtiRow { jti: string; expiresAt: Time }
+/** `authz_user_sso` rows with `sso_type = 'utilmeta'`: platform user id (JWT `sub`) → user. */
+export interface PlatformSsoRow { userId: Id; ssoUserId: string }
 
 export interface DecisionRows {
   users: readonly UserRow[];
@@ -55,6 +57,7 @@ export interface DecisionRows {
   accessKeys: readonly AccessKeyRow[];
   tokens: readonly TokenRow[];
   revokedJtis: readonly RevokedJtiRow[];
+  platformSso: readonly PlatformSsoRow[];
 }
 
 // ---- Entries (normalized: ids as decimal strings, times as epoch ms) ----
@@ -107,6 +110,8 @@ export interface DecisionState {
   readonly tokenHashById: ReadonlyMap<string, string>;
   /** Revoked platform JWT ids → expiry (ms). */
   readonly revokedJtis: ReadonlyMap<string, number>;
+  /** Platform user id (JWT `sub`) → user id. */
+  readonly platformUsers: ReadonlyMap<string, string>;
   readonly authCache: AuthCache;
   /** serviceId → router; valid while the API set is unchanged. */
   readonly routerCache: Map<string, ApiRouter<ApiEntry>>;
@@ -228,7 +233,7 @@ export function buildDecisionState(rows: Partial<DecisionRows>): DecisionState {
   const s: MutableMaps = {
     users: new Map(), userOrgs: new Map(), userRoles: new Map(), userDepts: new Map(), departments: new Map(), roles: new Map(), roleChildren: new Map(),
     apps: new Map(), appIds: new Map(), boundApps: new Map(), projects: new Map(), services: new Map(), apis: new Map(), auths: new Map(), authIndex: new Map(),
-    grants: new Map(), grantIndex: new Map(), keys: new Map(), tokens: new Map(), tokenHashById: new Map(), revokedJtis: new Map(),
+    grants: new Map(), grantIndex: new Map(), keys: new Map(), tokens: new Map(), tokenHashById: new Map(), revokedJtis: new Map(), platformUsers: new Map(),
     authCache: freshAuthCache(), routerCache: new Map(),
   };
   addRows(s, rows);
@@ -281,6 +286,7 @@ function addRows(s: MutableMaps, rows: Partial<DecisionRows>): void {
     s.tokenHashById.set(e.id, h);
   }
   for (const r of rows.revokedJtis ?? []) s.revokedJtis.set(r.jti, toMs(r.expiresAt, Infinity, Infinity)!);
+  for (const r of rows.platformSso ?? []) s.platformUsers.set(r.ssoUserId, userKey(idKey(r.userId)));
 }
 
 type MutableAuthIndex = { USER: WritableMap<string, number>; DEPT: WritableMap<string, number>; GROUP: WritableMap<string, number>; APP: WritableMap<string, number> };
@@ -381,6 +387,7 @@ export function withRows(base: DecisionState, rows: Partial<DecisionRows>): Deci
   if (rows.accessKeys?.length) copy('keys');
   if (rows.tokens?.length) copy('tokens', 'tokenHashById');
   if (rows.revokedJtis?.length) copy('revokedJtis');
+  if (rows.platformSso?.length) copy('platformUsers');
   addRows(s, rows);
   const authChanged = !!(rows.users?.length || rows.orgUsers?.length || rows.departments?.length || rows.departmentUsers?.length || rows.roles?.length || rows.roleChildren?.length || rows.roleUsers?.length || rows.serviceAuths?.length);
   const apisChanged = !!rows.apis?.some((r) => {

@@ -125,5 +125,7 @@ export function rows(): DecisionRows {
       { id: 6, tokenSha256: sha(token(6)), userId: 2, expiresAt: NOW + DAY, revokedAt: null, parentJti: null },
     ],
     revokedJtis: [],
+    // Platform user 'p-alice' is alice; 'p-hank' is hank.
+    platformSso: [{ userId: 1, ssoUserId: 'p-alice' }, { userId: 8, ssoUserId: 'p-hank' }, { userId: 4, ssoUserId: 'p-dave' }],
   };
 }
