@@ -14,7 +14,8 @@
 //   UTILMETA_PROXY_BASE_URL         the proxy's base URL, e.g. http://lb:8080/api
 //   DEMO_NAME (demo)                service name
 //   DEMO_BIND_HOST (0.0.0.0), DEMO_PORT (8000)
-//   DEMO_ADDRESS (<hostname>:<port>) host:port the proxy reaches this instance at
+//   DEMO_ADDRESS                    host:port the proxy reaches this instance at
+//                                   (default: the bind address, or the host name when bound to all)
 //   DEMO_RETRY_SECONDS (5)          wait between registration attempts
 //   UTILMETA_OPERATIONS_DB_HOST/PORT/USER/PASSWORD/NAME   the shared ops database
 import http from 'node:http';
@@ -54,7 +55,8 @@ const server = http.createServer((req, res) => {
 });
 await new Promise((resolve, reject) => server.once('error', reject).listen(port, bindHost, resolve));
 const actualPort = server.address().port;
-const address = env.DEMO_ADDRESS || `${hostname()}:${actualPort}`;
+// Bound to one address: that is where the proxy reaches it; bound to all: its host name.
+const address = env.DEMO_ADDRESS || (bindHost === '0.0.0.0' || bindHost === '::' ? `${hostname()}:${actualPort}` : `${bindHost}:${actualPort}`);
 log('listening', { bind: `${bindHost}:${actualPort}`, address });
 
 const ops = postgres({
