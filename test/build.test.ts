@@ -10,6 +10,8 @@ import { tmpdir } from 'node:os';
 import { join, relative, sep } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { builtinModules } from 'node:module';
+import ts from 'typescript';
 import { request } from 'undici';
 import { freshDatabases, PG_HOST, PG_PORT, PG_USER } from './support/env.ts';
 
@@ -97,6 +99,36 @@ describe('production build', () => {
     assert.ok(pkg.devDependencies.tsx, 'tsx stays for tests and benchmarks');
     assert.equal(pkg.dependencies.tsx, undefined);
     assert.match(pkg.scripts.test, /--import tsx/, 'tests keep running the sources');
+  });
+
+  it('npm start rebuilds after a source change before it runs (one command, never stale JavaScript)', () => {
+    const main = join(work, 'src/cli/main.ts');
+    const text = readFileSync(main, 'utf8');
+    assert.match(text, /Runs the proxy node: /);
+    writeFileSync(main, text.replace('Runs the proxy node: ', 'Runs the proxy node (edited): '));
+    try {
+      const r = spawnSync('npm', ['start', '--silent', '--', '--help'], { cwd: work, env: plainEnv, encoding: 'utf8', timeout: 120_000 });
+      assert.equal(r.status, 0, r.stdout + r.stderr);
+      assert.match(r.stdout, /Runs the proxy node \(edited\): /);
+    } finally {
+      writeFileSync(main, text);
+    }
+    assert.equal(build().status, 0);
+    assert.doesNotMatch(cli(['start', '--help']).stdout, /\(edited\)/);
+  });
+
+  it('the compiled code imports only production dependencies (the runtime image has no dev dependencies)', () => {
+    const builtins = new Set(builtinModules);
+    const used = new Set<string>();
+    for (const f of files(join(work, 'dist')).filter((f) => f.endsWith('.js'))) {
+      for (const ref of ts.preProcessFile(readFileSync(join(work, 'dist', f), 'utf8'), true, true).importedFiles) {
+        const spec = ref.fileName;
+        if (spec.startsWith('.') || spec.startsWith('node:') || builtins.has(spec)) continue;
+        used.add(spec.startsWith('@') ? spec.split('/').slice(0, 2).join('/') : spec.split('/')[0]);
+      }
+    }
+    assert.ok(used.size > 0, 'the scan sees the package imports');
+    for (const name of used) assert.ok(pkg.dependencies[name], `dist/ imports ${name}, which must be a production dependency`);
   });
 
   it('a rebuild with nothing changed leaves dist/ as it is', () => {
