@@ -18,7 +18,11 @@ FROM ${NODE_IMAGE} AS runtime
 WORKDIR /app
 ENV NODE_ENV=production
 COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force && rm -rf /root/.npm /tmp/*
+# uWebSockets.js ships its addon for every platform and Node ABI (~90 MB); keep this one's.
+RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force && rm -rf /root/.npm /tmp/* \
+ && keep="uws_$(node -p 'process.platform + "_" + process.arch + "_" + process.versions.modules').node" \
+ && test -f "node_modules/uWebSockets.js/binaries/$keep" \
+ && find node_modules/uWebSockets.js/binaries -name 'uws_*.node' ! -name "$keep" -delete
 COPY bin ./bin
 COPY --from=build /app/dist ./dist
 COPY utilmeta-proxy.env.example ./
