@@ -188,6 +188,25 @@ describe('Kubernetes manifests', () => {
     });
   }
 
+  it('every pod in both overlays meets the restricted Pod Security Standard its namespace enforces', () => {
+    for (const [overlay, objs] of rendered) {
+      const ns = find(objs, 'Namespace');
+      assert.equal(ns.length, 1);
+      assert.equal(ns[0].metadata.labels['pod-security.kubernetes.io/enforce'], 'restricted');
+      for (const dep of find(objs, 'Deployment')) {
+        const pod = dep.spec.template.spec;
+        const label = labelOf(overlay, dep);
+        assert.equal(pod.securityContext?.runAsNonRoot, true, `${label}: runAsNonRoot`);
+        assert.equal(pod.securityContext?.seccompProfile?.type, 'RuntimeDefault', `${label}: seccomp`);
+        for (const c of [...pod.containers, ...(pod.initContainers ?? [])]) {
+          assert.equal(c.securityContext?.allowPrivilegeEscalation, false, `${label} ${c.name}: allowPrivilegeEscalation`);
+          assert.deepEqual(c.securityContext?.capabilities?.drop, ['ALL'], `${label} ${c.name}: drop ALL`);
+          assert.ok(c.resources?.limits?.memory, `${label} ${c.name}: memory limit`);
+        }
+      }
+    }
+  });
+
   it('production pins the image tag and runs in production mode; dev runs the local build', () => {
     const prod = rendered.get('production')!;
     for (const c of one(prod, 'Deployment', 'utilmeta-proxy').spec.template.spec.containers.concat(one(prod, 'Deployment', 'utilmeta-proxy').spec.template.spec.initContainers)) {
