@@ -178,6 +178,47 @@ describe('production build', () => {
     assert.equal(build().status, 0);
   });
 
+  it('the compiled node runs on a read-only root filesystem, writing only to DATA_DIR (bubblewrap)', async (t) => {
+    if (spawnSync('bwrap', ['--version']).error) {
+      t.skip('bubblewrap is not installed (.ci/run installs it)');
+      return;
+    }
+    // Everything read-only except a tmpfs holding DATA_DIR: what the image gets with
+    // read_only: true / readOnlyRootFilesystem and a data volume. The embedded database is
+    // the node's only writer, so it is the mode that would notice a stray write.
+    const child = spawn('bwrap', ['--ro-bind', '/', '/', '--dev', '/dev', '--proc', '/proc', '--tmpfs', '/mnt', '--chdir', work,
+      process.execPath, join(work, 'bin/utilmeta-proxy.js'), 'start'], {
+      env: { ...plainEnv, UTILMETA_PROXY_DATA_DIR: '/mnt/data', UTILMETA_PROXY_BIND_HOST: '127.0.0.1', UTILMETA_PROXY_BIND_PORT: '0' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    try {
+      const origin = await new Promise<string>((resolve, reject) => {
+        createInterface({ input: child.stdout }).on('line', (line) => {
+          try {
+            const j = JSON.parse(line) as { msg?: string; address?: string };
+            if (j.msg === 'utilmeta-proxy listening') resolve(String(j.address));
+          } catch {
+            /* not a log line */
+          }
+        });
+        void exited.then((code) => reject(new Error(`exited ${code}: ${stderr}`)));
+      });
+      const ready = await request(`${origin}/api/readyz`);
+      assert.equal(ready.statusCode, 200, await ready.body.text());
+    } finally {
+      // bwrap does not forward signals: SIGTERM goes to the node, its child.
+      if (child.exitCode === null) {
+        const children = readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean);
+        for (const pid of children) process.kill(Number(pid), 'SIGTERM');
+      }
+    }
+    assert.equal(await exited, 0, stderr);
+    assert.doesNotMatch(stderr, /EROFS|read-only/i);
+  });
+
   it('the compiled node migrates PostgreSQL (SQL files found beside the modules), serves /api/healthz and stops on SIGTERM', async () => {
     const dbs = freshDatabases();
     const env = {
