@@ -131,6 +131,18 @@ describe('production build', () => {
     for (const name of used) assert.ok(pkg.dependencies[name], `dist/ imports ${name}, which must be a production dependency`);
   });
 
+  it('the npm package ships the compiled dist/ (SQL included) and the launcher, not the sources', () => {
+    const r = spawnSync('npm', ['pack', '--dry-run', '--json'], { cwd: work, env: plainEnv, encoding: 'utf8', timeout: 120_000 });
+    assert.equal(r.status, 0, r.stderr);
+    const packed = new Set((JSON.parse(r.stdout.slice(r.stdout.indexOf('['))) as Array<{ files: Array<{ path: string }> }>)[0].files.map((f) => f.path));
+    for (const f of ['bin/utilmeta-proxy.js', 'dist/cli/main.js', 'package.json']) assert.ok(packed.has(f), `packs ${f}`);
+    for (const f of files(join(work, 'src'))) {
+      assert.ok(packed.has(`dist/${f.replace(/\.ts$/, '.js')}`), `packs the output of src/${f}`);
+      assert.ok(!packed.has(`src/${f}`), `does not pack src/${f}`);
+    }
+    assert.ok(![...packed].some((f) => f.includes('tsbuildinfo') || f.includes('fingerprint')), 'no build bookkeeping');
+  });
+
   it('a rebuild with nothing changed leaves dist/ as it is', () => {
     const js = join(work, 'dist/cli/main.js');
     const before = statSync(js).mtimeMs;
