@@ -1,6 +1,11 @@
 #!/usr/bin/env node
-// Runs the TypeScript sources through tsx's loader (no build step to keep in sync).
-import { register } from 'tsx/esm/api';
+// Runs the compiled JavaScript in dist/ (`npm run build`; `npm start` builds first), so no
+// TypeScript loader is needed at run time.
+import { existsSync } from 'node:fs';
 
-register();
-await import('../src/cli/main.ts');
+const main = new URL('../dist/cli/main.js', import.meta.url);
+if (!existsSync(main)) {
+  console.error('utilmeta-proxy: dist/cli/main.js is missing; run `npm run build` first (`npm start` does it for you)');
+  process.exit(1);
+}
+await import(main.href);

@@ -9,15 +9,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { request } from 'undici';
+import { CLI_ARGS } from './support/cli.ts';
 import { freshDatabases, PG_HOST, PG_PORT, PG_USER, adminSql } from './support/env.ts';
 
-const root = new URL('..', import.meta.url).pathname;
-const bin = join(root, 'bin/utilmeta-proxy.js');
 const baseEnv = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp' };
 
 /** Starts the CLI and resolves with the listen address from its JSON log. */
 function startCli(env: Record<string, string>, cwd: string) {
-  const child = spawn(process.execPath, [bin, 'start'], { cwd, env: { ...baseEnv, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...CLI_ARGS, 'start'], { cwd, env: { ...baseEnv, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const lines: Array<Record<string, unknown>> = [];
   let stderr = '';
   child.stderr.on('data', (d) => (stderr += d));
@@ -60,7 +59,7 @@ describe('utilmeta-proxy CLI', () => {
       const text = JSON.stringify(lines);
       assert.match(text, /single-node/i, 'logs that the embedded database is a single-node development default');
       assert.ok(lines.some((l) => l.listener === 'uws' || l.listener === 'node'), 'logs which listener it uses');
-      const check = spawnSync(process.execPath, [bin, 'check'], { cwd: dir, env: { ...baseEnv, UTILMETA_PROXY_BASE_URL: `${origin}/api` }, encoding: 'utf8' });
+      const check = spawnSync(process.execPath, [...CLI_ARGS, 'check'], { cwd: dir, env: { ...baseEnv, UTILMETA_PROXY_BASE_URL: `${origin}/api` }, encoding: 'utf8' });
       assert.equal(check.status, 0, check.stdout + check.stderr);
       assert.match(check.stdout, /live: {2}yes/);
     } finally {
@@ -70,7 +69,7 @@ describe('utilmeta-proxy CLI', () => {
   });
 
   it('check fails when nothing listens', () => {
-    const r = spawnSync(process.execPath, [bin, 'check'], { env: { ...baseEnv, UTILMETA_PROXY_BASE_URL: 'http://127.0.0.1:9/api' }, encoding: 'utf8' });
+    const r = spawnSync(process.execPath, [...CLI_ARGS, 'check'], { env: { ...baseEnv, UTILMETA_PROXY_BASE_URL: 'http://127.0.0.1:9/api' }, encoding: 'utf8' });
     assert.equal(r.status, 1);
     assert.match(r.stdout, /live: {2}no/);
   });
@@ -83,10 +82,10 @@ describe('utilmeta-proxy CLI', () => {
       UTILMETA_PROXY_DB_NAME: dbs.registryName, UTILMETA_PROXY_OPS_DB_NAME: dbs.opsName, UTILMETA_PROXY_LOG_LEVEL: 'warn',
     };
     try {
-      const first = spawnSync(process.execPath, [bin, 'migrate'], { env, encoding: 'utf8' });
+      const first = spawnSync(process.execPath, [...CLI_ARGS, 'migrate'], { env, encoding: 'utf8' });
       assert.equal(first.status, 0, first.stderr);
       assert.match(first.stdout, /registry created, ops created \(schema 2\.9\)/);
-      const second = spawnSync(process.execPath, [bin, 'migrate'], { env, encoding: 'utf8' });
+      const second = spawnSync(process.execPath, [...CLI_ARGS, 'migrate'], { env, encoding: 'utf8' });
       assert.equal(second.status, 0, second.stderr);
       assert.match(second.stdout, /registry present, ops present/);
       const sql = adminSql(dbs.opsName);
@@ -99,7 +98,7 @@ describe('utilmeta-proxy CLI', () => {
   });
 
   it('start fails with one clear line when the database cannot be reached', () => {
-    const r = spawnSync(process.execPath, [bin, 'start'], {
+    const r = spawnSync(process.execPath, [...CLI_ARGS, 'start'], {
       env: { ...baseEnv, UTILMETA_PROXY_DB_HOST: '127.0.0.1', UTILMETA_PROXY_DB_PORT: '9', UTILMETA_PROXY_BIND_PORT: '0', UTILMETA_PROXY_LOG_LEVEL: 'fatal' },
       encoding: 'utf8',
       timeout: 30_000,

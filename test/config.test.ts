@@ -5,11 +5,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { parseConfig, loadConfig, ConfigError, VARIABLES, PREFIX } from '../src/config/index.ts';
+import { CLI_ARGS } from './support/cli.ts';
 import { clientIp, isPrivateIp, sameIp } from '../src/net/ip.ts';
 
 const root = new URL('..', import.meta.url).pathname;
 const cli = (args: string[], env: Record<string, string> = {}) =>
-  spawnSync(process.execPath, [join(root, 'bin/utilmeta-proxy.js'), ...args], { encoding: 'utf8', env: { PATH: process.env.PATH ?? '', ...env }, cwd: tmpdir() });
+  spawnSync(process.execPath, [...CLI_ARGS, ...args], { encoding: 'utf8', env: { PATH: process.env.PATH ?? '', ...env }, cwd: tmpdir() });
 
 describe('configuration', () => {
   it('has sensible defaults with nothing set (embedded database, derived BASE_URL)', () => {
@@ -92,7 +93,7 @@ describe('configuration', () => {
     assert.match(r.stdout, /^UTILMETA_OPERATIONS_DB_HOST=10\.0\.0\.3$/m);
     assert.match(r.stdout, /^UTILMETA_OPERATIONS_DB_PASSWORD=pw$/m);
     assert.match(r.stdout, /^UTILMETA_OPERATIONS_DB_NAME=utilmeta_proxy_ops$/m);
-    const version = execFileSync(process.execPath, [join(root, 'bin/utilmeta-proxy.js'), 'version'], { encoding: 'utf8' });
+    const version = execFileSync(process.execPath, [...CLI_ARGS, 'version'], { encoding: 'utf8' });
     assert.equal(version.trim(), JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).version);
   });
 });

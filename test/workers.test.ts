@@ -5,13 +5,12 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
-import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Agent, request } from 'undici';
 import { freshDatabases, PG_HOST, PG_PORT, PG_USER, type TestDatabases } from './support/env.ts';
+import { CLI_ARGS } from './support/cli.ts';
 
 const root = new URL('..', import.meta.url).pathname;
-const bin = join(root, 'bin/utilmeta-proxy.js');
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -35,7 +34,7 @@ describe('listener threads (UTILMETA_PROXY_WORKERS=2)', () => {
     dbs = freshDatabases();
     const port = await freePort();
     metricsPort = await freePort();
-    child = spawn(process.execPath, [bin, 'start'], {
+    child = spawn(process.execPath, [...CLI_ARGS, 'start'], {
       cwd: root,
       env: {
         PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp',
