@@ -43,7 +43,7 @@ describe('versions', () => {
 
 const inst = (id: string, o: Partial<InstanceView> = {}): InstanceView => ({
   id, serviceId: '1', serviceName: 's', host: '127.0.0.1', port: 1, address: `a${id}`, baseUrl: `http://a${id}`, opsApi: '', resourceId: id,
-  remoteId: null, version: '1.0.0', semver: [1, 0, 0], weight: 1, connected: true, avgLoad: 0, avgTime: 0, avgRps: 0, ...o,
+  remoteId: null, version: '1.0.0', semver: [1, 0, 0], weight: 1, connected: true, production: false, avgLoad: 0, avgTime: 0, avgRps: 0, ...o,
 });
 
 describe('ranking (bug 6.2 fixed)', () => {

@@ -16,6 +16,16 @@ export class HttpError extends Error {
 
 const JSON_TYPE: readonly [string, string] = ['content-type', 'application/json'];
 
+/**
+ * A complete answer decided below the routes (an AWS-shaped SigV4 error, an
+ * access decision's deny body): thrown, and written as it is.
+ */
+export class RawReply extends Error {
+  constructor(readonly status: number, readonly headers: HeaderList, readonly body: string, readonly state?: string) {
+    super(`reply ${status}${state ? ` (${state})` : ''}`);
+  }
+}
+
 export function sendJson(res: ResponseWriter, status: number, body: unknown, headers: HeaderList = []): void {
   res.send(status, [JSON_TYPE, ...headers], JSON.stringify(body));
 }

@@ -99,9 +99,14 @@ export class LiveView<S> {
     }
   }
 
-  private signal(payload: string | undefined, feed: string): void {
+  /**
+   * One change signal, as a feed delivers it (also for a writer's own changes).
+   * An incremental apply runs even while a reload is in flight: the source must
+   * make its reload keep what was applied meanwhile.
+   */
+  push(payload: string | undefined, feed: string): void {
     const apply = this.opts.apply;
-    if (apply && !this.inflight) {
+    if (apply) {
       let next: S | undefined;
       try {
         next = apply(this.value, payload, feed);
@@ -131,7 +136,7 @@ export class LiveView<S> {
   private async listen(): Promise<void> {
     for (const feed of this.opts.feeds ?? []) {
       try {
-        this.stops.push(await feed.start((p) => this.signal(p, feed.name), () => void this.refresh().catch(() => {})));
+        this.stops.push(await feed.start((p) => this.push(p, feed.name), () => void this.refresh().catch(() => {})));
       } catch (err) {
         this.opts.log.warn({ err, feed: feed.name }, `${this.opts.name}: change feed unavailable; relying on periodic reloads`);
       }

@@ -14,6 +14,8 @@ export interface MetricSources {
   platform: () => { configured: boolean; connected: boolean };
   lastSync: () => number | null;
   db: () => { up: boolean | null; poolSize: number; embedded: boolean };
+  /** The access plane's view: applied seq, staleness (s), clock offset (s); Redis connected (null: not configured). */
+  access?: () => { seq: number; stalenessSeconds: number; clockOffsetSeconds: number; redisUp: boolean | null };
 }
 
 const TOKEN_STATES = new Set(['token_required', 'token_invalid', 'token_expired', 'node_id_mismatch', 'issuer_mismatch', 'audience_mismatch', 'cluster_mismatch', 'supervisor_not_found', 'node_required', 'insufficient_scope']);
@@ -30,6 +32,9 @@ export class Metrics {
   private readonly failovers: PlainCounter;
   private readonly upstreamErrors: PlainCounter;
   private readonly tokenRejections: PlainCounter;
+  private readonly authzPropagationSeconds: PlainHistogram;
+  private readonly authzDecisions: PlainCounter;
+  private readonly sigv4Failures: PlainCounter;
 
   constructor(sources: MetricSources) {
     const r = this.registry;
@@ -41,6 +46,16 @@ export class Metrics {
     this.failovers = new PlainCounter('utilmeta_proxy_failovers_total', 'Requests answered by another candidate than the first', ['type']).register(r);
     this.upstreamErrors = new PlainCounter('utilmeta_proxy_upstream_errors_total', 'Requests that ended in an upstream failure, by kind', ['kind']).register(r);
     this.tokenRejections = new PlainCounter('utilmeta_proxy_token_rejections_total', 'Requests refused for their token, by reason (state)', ['reason']).register(r);
+    this.authzPropagationSeconds = new PlainHistogram('utilmeta_proxy_authz_propagation_seconds', 'Time from an access change committed (authz_event.at) to this node applying it, by channel', ['channel'], [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5]).register(r);
+    this.authzDecisions = new PlainCounter('utilmeta_proxy_authz_decisions_total', 'Access decisions on the proxy path, by result, reason and credential', ['result', 'reason', 'cred']).register(r);
+    this.sigv4Failures = new PlainCounter('utilmeta_proxy_sigv4_failures_total', 'SigV4 verification failures by AWS error code', ['code']).register(r);
+    const access = sources.access;
+    if (access) {
+      new client.Gauge({ name: 'utilmeta_proxy_authz_applied_seq', help: 'The access event seq this node has applied', registers: [r], aggregator: 'min', collect() { this.set(access().seq); } });
+      new client.Gauge({ name: 'utilmeta_proxy_authz_staleness_seconds', help: 'Seconds since the access state was last confirmed current', registers: [r], aggregator: 'max', collect() { const s = access().stalenessSeconds; this.set(Number.isFinite(s) ? s : -1); } });
+      new client.Gauge({ name: 'utilmeta_proxy_authz_clock_offset_seconds', help: "This node's clock minus PostgreSQL's", registers: [r], aggregator: 'max', collect() { this.set(access().clockOffsetSeconds); } });
+      new client.Gauge({ name: 'utilmeta_proxy_redis_up', help: '1 when Redis is connected, 0 when not, -1 when not configured', registers: [r], aggregator: 'min', collect() { const u = access().redisUp; this.set(u === null ? -1 : u ? 1 : 0); } });
+    }
 
     // Gauges read their sources at scrape time: nothing to maintain on the hot path.
     // Every listener thread sees the same registry and link, so threads are merged
@@ -96,6 +111,18 @@ export class Metrics {
     }
     if (rec.errorKind && rec.errorKind !== 'client_aborted') this.upstreamErrors.inc(rec.errorKind);
     if (rec.state && TOKEN_STATES.has(rec.state)) this.tokenRejections.inc(rec.state);
+  }
+
+  authzPropagation(channel: string, seconds: number): void {
+    this.authzPropagationSeconds.observe(channel, seconds);
+  }
+
+  authzDecision(result: string, reason: string, cred: string): void {
+    this.authzDecisions.inc(`${result}\u0000${reason}\u0000${cred}`);
+  }
+
+  sigv4Failure(code: string): void {
+    this.sigv4Failures.inc(code);
   }
 
   async text(): Promise<string> {

@@ -18,4 +18,8 @@ export interface ProxyLogRecord {
   /** Upstream failure kind (timeout, refused, …) or the state of a proxy-made error. */
   errorKind?: string;
   state?: string;
+  /** The access decision: `type:id` of the caller, the API id, and `[audit:]allow|deny:reason`. */
+  principal?: string;
+  api?: string;
+  authz?: string;
 }

@@ -115,8 +115,14 @@ const DROP = new Set([
 ]);
 const KEEP_UTILMETA = new Set(['x-utilmeta-log-options']);
 
-/** Flat [name, value, ...] list for undici; `extra` entries override same-named inbound ones. */
-export function outboundHeaders(req: IncomingRequest, keepContentLength: boolean, extra: Array<[string, string]>, forwardedFor: string): string[] {
+/** A `umt_` user token is the proxy's credential, never meant for an upstream. */
+const UMT = /^\s*(?:Bearer\s+)?umt_/i;
+
+/**
+ * Flat [name, value, ...] list for undici; `extra` entries override same-named
+ * inbound ones; `strip` names consumed credential headers (a verified signature).
+ */
+export function outboundHeaders(req: IncomingRequest, keepContentLength: boolean, extra: Array<[string, string]>, forwardedFor: string, strip: readonly string[] | null = null): string[] {
   const out: string[] = [];
   const connectionListed = req.header('connection');
   const listed = connectionListed ? new Set(connectionListed.toLowerCase().split(',').map((s) => s.trim())) : null;
@@ -127,6 +133,8 @@ export function outboundHeaders(req: IncomingRequest, keepContentLength: boolean
     if (name === 'content-length' && !keepContentLength) continue;
     if (listed?.has(name)) continue;
     if (overridden?.has(name)) continue;
+    if ((name === 'authorization' || name === 'x-auth-token') && UMT.test(value)) continue;
+    if (strip !== null && strip.includes(name)) continue;
     out.push(name, value);
   }
   for (const [k, v] of extra) out.push(k, v);

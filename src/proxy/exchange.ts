@@ -39,6 +39,15 @@ export class Exchange {
   hideInstanceId = false;
   failover: Failover = 'idempotent';
 
+  /** Request headers consumed here and never forwarded (a verified SigV4 signature). */
+  stripHeaders: readonly string[] | null = null;
+  /** The query to forward instead of the received one (presigned parameters removed). */
+  query: string | undefined = undefined;
+  /** Headers added to the response to the client (grant end, Sunset). */
+  clientHeaders: Array<[string, string]> = [];
+  /** The access decision, for the log line: principal, api, result. */
+  authz: { principal?: string; api?: string; result: string; reason?: string; audit?: boolean } | undefined = undefined;
+
   /** null: no body; Buffer: replayable; AsyncIterable: one attempt only. */
   body: Buffer | AsyncIterable<Buffer> | null = null;
   streamed = false;

@@ -6,7 +6,7 @@
 // their point of the chain instead of editing the others.
 import type { Logger } from 'pino';
 import type { IncomingRequest, ResponseWriter } from '../http/types.ts';
-import { HttpError, corsHeaders, errorBody } from '../api/respond.ts';
+import { HttpError, RawReply, corsHeaders, errorBody } from '../api/respond.ts';
 import { toHttpError } from '../api/errors.ts';
 import type { Config } from '../config/index.ts';
 import { DomainError } from '../core/errors.ts';
@@ -94,6 +94,13 @@ export class ProxyHandler {
 
   /** A stage refused the request, or something broke: answer with a JSON error. */
   private fail(x: Exchange, err: unknown): void {
+    if (err instanceof RawReply) {
+      if (!x.res.aborted) x.res.send(err.status, [...err.headers, ...corsHeaders(x.req), ['x-request-id', x.requestId]], err.body);
+      x.outcome = { status: err.status, committed: true, retries: 0, upstreamMs: 0, error: undefined };
+      x.state = err.state;
+      x.errorMessage = err.message;
+      return this.respond(x);
+    }
     let e = toHttpError(err, this.deps.config.bodyLimit);
     if (!e) {
       this.deps.log.error({ err, requestId: x.requestId }, 'proxy request failed');
@@ -128,6 +135,9 @@ export class ProxyHandler {
       error: o?.error?.message ?? x.errorMessage,
       errorKind: o?.error?.kind,
       state: x.state,
+      principal: x.authz?.principal,
+      api: x.authz?.api,
+      authz: x.authz ? `${x.authz.audit ? 'audit:' : ''}${x.authz.result}:${x.authz.reason ?? ''}` : undefined,
     });
   }
 }

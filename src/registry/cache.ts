@@ -14,7 +14,7 @@ export async function loadRegistry(sql: postgres.Sql): Promise<RegistrySnapshot>
     sql<NameRow[]>`SELECT service_id, name FROM utilmeta_service_name_record ORDER BY id`,
     sql<InstanceRow[]>`
       SELECT id, service_id, host(host) AS host, port, address, base_url, ops_api, resource_id, remote_id,
-             version, version_major, version_minor, version_patch, weight, connected, avg_load, avg_time, avg_rps
+             version, version_major, version_minor, version_patch, weight, connected, production, avg_load, avg_time, avg_rps
       FROM utilmeta_instance ORDER BY id`,
   ]);
   return new RegistrySnapshot([...services], [...names], [...instances]);

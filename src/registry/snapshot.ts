@@ -17,6 +17,8 @@ export interface InstanceView {
   readonly semver: Version;
   readonly weight: number;
   readonly connected: boolean;
+  /** Registered as a production instance (TEST permission only reaches the others). */
+  readonly production: boolean;
   readonly avgLoad: number;
   readonly avgTime: number;
   readonly avgRps: number;
@@ -36,7 +38,7 @@ export interface InstanceRow {
   id: string; service_id: string; host: string; port: number | null; address: string;
   base_url: string; ops_api: string; resource_id: string; remote_id: string | null;
   version: string; version_major: number; version_minor: number; version_patch: number;
-  weight: string; connected: boolean; avg_load: string; avg_time: string; avg_rps: string;
+  weight: string; connected: boolean; production: boolean; avg_load: string; avg_time: string; avg_rps: string;
 }
 
 export class RegistrySnapshot {
@@ -63,7 +65,7 @@ export class RegistrySnapshot {
         address: r.address, baseUrl: r.base_url, opsApi: r.ops_api, resourceId: r.resource_id,
         remoteId: r.remote_id, version: r.version,
         semver: [r.version_major, r.version_minor, r.version_patch],
-        weight: Number(r.weight), connected: r.connected,
+        weight: Number(r.weight), connected: r.connected, production: r.production === true,
         avgLoad: Number(r.avg_load), avgTime: Number(r.avg_time), avgRps: Number(r.avg_rps),
       };
       const list = svcInstances.get(r.service_id) ?? [];

@@ -16,6 +16,9 @@ import { isPrivateIp } from '../net/ip.ts';
 import { createPlatformLink, type PlatformLink, type PlatformOptions } from '../platform/index.ts';
 import { Metrics, startMetricsServer, type MetricsServer } from '../observability/metrics.ts';
 import type { ProxyLogRecord } from '../proxy/index.ts';
+import { AccessView, AuthzStore, Credentials, MemoryLoginLimiter, RedisLoginLimiter, effectiveMasterKeys, eventPayload } from '../access/index.ts';
+import { authorizeDiscovery, authorizePlatform, type AccessDeps } from '../proxy/stages/authorize.ts';
+import { connectRedis, redisFeed, redisUp, type Redis } from '../redis/index.ts';
 
 export interface ProxyNode {
   config: Config;
@@ -25,12 +28,23 @@ export interface ProxyNode {
   upstream: Upstream;
   proxy: ProxyHandler;
   platform: PlatformLink;
+  /** The access plane: its live view, its one writer, credentials, and Redis when configured. */
+  access: AccessPlane;
   metrics: Metrics;
   /** The /metrics listener, when METRICS_PORT is set. */
   metricsServer: MetricsServer | null;
   /** http://host:port of the listener (for tests and logs). */
   origin: string;
   close(): Promise<void>;
+}
+
+export interface AccessPlane {
+  view: AccessView;
+  store: AuthzStore;
+  credentials: Credentials;
+  redis: Redis | null;
+  /** The Redis channel access events are published on. */
+  channel: string;
 }
 
 export interface StartOptions {
@@ -91,12 +105,39 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
     const platform = createPlatformLink(config, db, log, { ...opts.platform, store, onRegistryChange: async () => void (await registry.refresh().catch(() => {})) });
     await platform.start();
     cleanup.unshift(() => platform.stop());
+    // The access plane: one writer (the store), a live view fed by NOTIFY, Redis and
+    // this node's own commits, and the credentials domain on top.
+    const redisUrl = config.authz.redisUrl;
+    const redis = redisUrl ? connectRedis(redisUrl, log) : null;
+    if (redis) cleanup.unshift(async () => void redis.disconnect());
+    const channel = `utilmeta-proxy:authz:${config.db.registryName}`;
+    const masterKeys = effectiveMasterKeys(config);
+    const propagation: Array<(channel: string, seconds: number) => void> = [];
+    const accessView = new AccessView({
+      sql: db.registry, log, masterKeys, resyncSeconds: config.authz.resync, listen: !db.embedded,
+      feeds: redisUrl ? [redisFeed(redisUrl, channel, log)] : [],
+      onPropagation: (c, s) => propagation.forEach((f) => f(c, s)),
+    });
+    await accessView.start();
+    cleanup.unshift(() => accessView.stop());
+    const authzStore = new AuthzStore(db.registry);
+    authzStore.onCommit((events) => {
+      accessView.applyLocal(events);
+      if (redisUp(redis)) for (const e of events) void redis!.publish(channel, JSON.stringify(eventPayload(e))).catch(() => {});
+    });
+    const credentials = new Credentials(
+      authzStore,
+      { masterKeys, tokenTtlSeconds: config.authz.tokenTtl, keyGraceSeconds: config.authz.keyGrace },
+      { limiter: redis ? new RedisLoginLimiter(redis) : new MemoryLoginLimiter() },
+    );
+    const access: AccessPlane = { view: accessView, store: authzStore, credentials, redis, channel };
     const metrics = new Metrics({
       defaultMetrics: opts.defaultMetrics !== false,
       registry: () => registry.snapshot,
       platform: () => platform.state(),
       lastSync: () => platform.connector?.lastSync ?? null,
       db: () => ({ up: registry.generation === 0 ? null : registry.lastError === null, poolSize: db.embedded ? 1 : config.db.poolSize, embedded: db.embedded }),
+      access: () => ({ seq: accessView.current.seq, stalenessSeconds: accessView.stalenessMs() / 1000, clockOffsetSeconds: accessView.clockOffsetMs / 1000, redisUp: redis ? redisUp(redis) : null }),
     });
     let metricsServer: MetricsServer | null = null;
     if (config.metricsPort !== null && opts.metricsServer !== false) {
@@ -105,10 +146,25 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
       log.info({ address: `http://${config.metricsHost}:${metricsServer.port}/metrics` }, 'metrics listening');
     }
     const logRequests = log.isLevelEnabled('info');
+    const accessDeps: AccessDeps = {
+      view: accessView,
+      sigv4: { region: config.authz.sigv4Region, services: config.authz.sigv4Services, maxSkewSeconds: config.authz.sigv4MaxSkew, unsignedPayload: config.authz.sigv4UnsignedPayload },
+      maxStalenessMs: config.authz.maxStaleness * 1000,
+      onDecision: (result, reason, cred) => metrics.authzDecision(result, reason, cred),
+      onSigV4Failure: (code) => metrics.sigv4Failure(code),
+    };
+    propagation.push((c, s) => metrics.authzPropagation(c, s));
     const proxy = new ProxyHandler({
       config,
       log,
       upstream,
+      extensions: {
+        authorize: {
+          discovery: [authorizeDiscovery(accessDeps, config)],
+          supervisor: [authorizePlatform(accessDeps, 'supervisor')],
+          operations: [authorizePlatform(accessDeps, 'operations')],
+        },
+      },
       snapshot: () => registry.snapshot,
       platform: platform.authority,
       onResult: (r: ProxyLogRecord) => {
@@ -137,15 +193,15 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
           }
           const status = migrations.status;
           return {
-            ready: status.current,
-            details: { database: db.embedded ? 'embedded' : 'postgresql', migrations: status, registry_generation: registry.generation, platform: platform.state() },
+            ready: status.current && accessView.ready,
+            details: { database: db.embedded ? 'embedded' : 'postgresql', migrations: status, registry_generation: registry.generation, access: { loaded: accessView.ready, seq: accessView.current.seq }, platform: platform.state() },
           };
         } catch (err) {
           return { ready: false, details: { database: 'unreachable', error: (err as Error).message } };
         }
       },
     };
-    await opts.extend?.(deps, { config, db, registry, upstream, proxy, platform, metrics, metricsServer });
+    await opts.extend?.(deps, { config, db, registry, upstream, proxy, platform, access, metrics, metricsServer });
     const listener = await listen(createApp(deps), { host: config.bindHost, port: opts.port ?? config.bindPort, server: config.server }, log);
     cleanup.unshift(() => listener.close());
     const hostText = listener.host.includes(':') ? `[${listener.host}]` : listener.host;
@@ -154,7 +210,7 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
     if (opts.selfConnect !== false) platform.connectInBackground();
     let closed: Promise<void> | null = null;
     return {
-      config, listener, db, registry, upstream, proxy, platform, metrics, metricsServer, origin,
+      config, listener, db, registry, upstream, proxy, platform, access, metrics, metricsServer, origin,
       close: () => (closed ??= (async () => {
         for (const fn of cleanup) await fn().catch((err) => log.warn({ err }, 'error during shutdown'));
       })()),

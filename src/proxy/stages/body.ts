@@ -8,7 +8,7 @@ export function bodyPolicy(config: Config): Stage {
   const limit = config.bodyLimit;
   return (x) => {
     const req = x.req;
-    if (!req.hasBody) return;
+    if (!req.hasBody || x.body !== null) return; // none, or already read (a signature covered it)
     const declared = Number(req.header('content-length'));
     if (declared > limit) throw new BodyTooLargeError(limit);
     if ((x.control.idempotent || x.failover === 'unreached') && x.candidates.length > 1) {

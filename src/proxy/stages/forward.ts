@@ -31,6 +31,7 @@ function decorate(x: Exchange, req: IncomingRequest, out: HeaderList, target: Ca
   out.push(['server-timing', upstreamTiming ? `proxy;dur=${dur},${upstreamTiming}` : `proxy;dur=${dur}`]);
   proxyHeaders(out, target, retries, x.hideInstanceId);
   if (!hasRequestId) out.push(['x-request-id', x.requestId]);
+  for (const h of x.clientHeaders) out.push(h);
   // An upstream that answers CORS itself is left alone.
   if (!hasCors) for (const h of corsHeaders(req)) out.push(h);
 }
@@ -40,10 +41,10 @@ export function forward(upstream: Upstream): Stage {
     const req = x.req;
     const peerChain = req.header('x-forwarded-for');
     const forwardedFor = x.forwardedFor ?? (peerChain && x.clientIp !== req.remoteAddress ? `${peerChain}, ${req.remoteAddress}` : x.clientIp);
-    const headers = outboundHeaders(req, x.streamed, x.upstreamHeaders, forwardedFor);
+    const headers = outboundHeaders(req, x.streamed, x.upstreamHeaders, forwardedFor, x.stripHeaders);
     const c = x.control;
     x.outcome = await upstream.forward(
-      { method: req.method, path: x.path, query: req.query, headers, body: x.body, idempotent: c.idempotent, timeoutMs: c.timeoutMs, failover: x.failover },
+      { method: req.method, path: x.path, query: x.query ?? req.query, headers, body: x.body, idempotent: c.idempotent, timeoutMs: c.timeoutMs, failover: x.failover },
       x.candidates,
       x.res,
       (_status, out, target, retries) => decorate(x, req, out, target, retries),
