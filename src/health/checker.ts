@@ -12,8 +12,9 @@
 //   instances spread out instead of arriving in bursts.
 // - `unhealthyThreshold` failed probes in a row (default 3) take an instance out
 //   of rotation; `healthyThreshold` passed probes in a row (default 2) readmit
-//   it. A down report is renewed at every probe and holds for 3 intervals, so
-//   when the prober dies its verdicts lapse instead of lingering.
+//   it. A down report is renewed at every probe and holds for 3 intervals plus
+//   a probe timeout, so when the prober dies its verdicts lapse instead of
+//   lingering.
 // - Only the leader probes. A new leader resumes from the shared down states
 //   (their counters are part of them), so a failover neither forgets nor
 //   re-counts a known-down instance.
@@ -171,16 +172,15 @@ export class ActiveHealthChecker {
     } else {
       c.fails++;
       c.passes = 0;
-      c.reason = r.reason;
       if (c.up && c.fails >= this.unhealthyThreshold) {
         c.up = false;
         c.since = now;
-        c.reason = `${c.fails} failed probes (${r.reason})`;
       }
+      c.reason = `${c.fails} failed probes in a row (last: ${r.reason})`;
     }
     const state: ProbeState = {
       instanceId: t.id, serviceId: t.serviceId, up: c.up, since: c.since,
-      validUntil: now + 3 * this.intervalMs, reason: c.up ? '' : c.reason, fails: c.fails, passes: c.passes,
+      validUntil: now + 3 * this.intervalMs + this.timeoutMs, reason: c.up ? '' : c.reason, fails: c.fails, passes: c.passes,
     };
     await this.opts.health.probed(state);
     return state;

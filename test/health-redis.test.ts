@@ -1,0 +1,369 @@
+// Health sharing across "nodes" through the real Redis, probes against real
+// HTTP upstreams on loopback. Each node is an instance of the classes with its
+// own Redis connections; every test uses its own key prefix.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Redis } from 'ioredis';
+import {
+  ActiveHealthChecker, IdempotencyStore, InstanceHealth, RedisLeaderLock, requestFingerprint, type ProbeTarget, type StoredResponse,
+} from '../src/health/index.ts';
+
+const REDIS_HOST = process.env.TEST_REDIS_HOST ?? '127.0.0.1';
+const REDIS_PORT = Number(process.env.TEST_REDIS_PORT ?? 6379);
+const clients: Redis[] = [];
+const prefixes: string[] = [];
+
+async function redis(): Promise<Redis> {
+  const r = new Redis({ host: REDIS_HOST, port: REDIS_PORT, lazyConnect: true, maxRetriesPerRequest: 2 });
+  await r.connect();
+  clients.push(r);
+  return r;
+}
+
+function prefix(): string {
+  const p = `umtest:health:${randomBytes(5).toString('hex')}:`;
+  prefixes.push(p);
+  return p;
+}
+
+after(async () => {
+  const r = await redis();
+  for (const p of prefixes) {
+    const keys = await r.keys(`${p}*`);
+    if (keys.length) await r.del(...keys);
+  }
+  await Promise.all(clients.map((c) => c.quit().catch(() => c.disconnect())));
+});
+
+/** Polls a condition (state, not time, is what tests assert): fails after `limitMs`. */
+async function until(what: string, cond: () => boolean | Promise<boolean>, limitMs = 10_000): Promise<void> {
+  const end = Date.now() + limitMs;
+  while (!(await cond())) {
+    if (Date.now() > end) assert.fail(`never happened: ${what}`);
+    await sleep(10);
+  }
+}
+
+async function node(p: string, sizes: Map<string, number>, opts: Partial<ConstructorParameters<typeof InstanceHealth>[0]> = {}): Promise<InstanceHealth> {
+  const h = new InstanceHealth({
+    serviceSize: (id) => sizes.get(id) ?? 0,
+    redis: { client: await redis(), subscriber: await redis(), prefix: p },
+    outlier: { consecutiveFailures: 2, baseEjectionMs: 60_000, maxEjectionMs: 300_000 },
+    ...opts,
+  });
+  await h.start();
+  return h;
+}
+
+/** An HTTP upstream on loopback that can be stopped and restarted on the same port. */
+class Upstream {
+  server: http.Server | null = null;
+  port = 0;
+  hits = 0;
+  constructor(private handler: http.RequestListener = (_req, res) => res.end('ok')) {}
+  async start(): Promise<this> {
+    const s = http.createServer((req, res) => {
+      this.hits++;
+      this.handler(req, res);
+    });
+    s.keepAliveTimeout = 100;
+    await new Promise<void>((resolve, reject) => {
+      s.once('error', reject);
+      s.listen(this.port, '127.0.0.1', () => resolve());
+    });
+    this.port = (s.address() as AddressInfo).port;
+    this.server = s;
+    return this;
+  }
+  async stop(): Promise<void> {
+    const s = this.server;
+    this.server = null;
+    if (!s) return;
+    s.closeAllConnections();
+    await new Promise<void>((resolve) => s.close(() => resolve()));
+  }
+  target(id: string, serviceId: string): ProbeTarget {
+    return { id, serviceId, baseUrl: `http://127.0.0.1:${this.port}/api`, opsApi: `http://127.0.0.1:${this.port}/ops` };
+  }
+}
+
+describe('passive ejection and drain shared through Redis', () => {
+  it('an ejection on one node is seen by another, and by a node that starts later', async () => {
+    const p = prefix();
+    const sizes = new Map([['svc', 3]]);
+    const a = await node(p, sizes);
+    const b = await node(p, sizes);
+    try {
+      const inst = { id: '101', serviceId: 'svc' };
+      assert.equal(a.report(inst, 'failure'), null);
+      assert.equal(b.isEjected('101'), false);
+      const e = a.report(inst, 'failure', 'HTTP 503');
+      assert.ok(e, 'second failure ejects on node a');
+      await until('node b sees the ejection', () => b.isEjected('101'));
+      assert.equal(b.healthOf('101').state, 'ejected');
+      assert.match(b.healthOf('101').reason!, /HTTP 503/);
+      assert.deepEqual(b.metrics().ejectionsTotal, [{ serviceId: 'svc', instanceId: '101', source: 'remote', count: 1 }]);
+      assert.deepEqual(b.filter([{ id: '100' }, { id: '101' }, { id: '102' }]).map((i) => i.id), ['100', '102']);
+      // The max-percent cap counts the cluster's ejections: node b may not eject a second of three.
+      b.report({ id: '102', serviceId: 'svc' }, 'unreached');
+      b.report({ id: '102', serviceId: 'svc' }, 'unreached');
+      assert.equal(b.isEjected('102'), false);
+
+      const c = await node(p, sizes);
+      try {
+        assert.equal(c.isEjected('101'), true, 'a node starting later learns current ejections from the hash');
+        await a.lift('101');
+        await until('node b sees the recovery', () => !b.isEjected('101'));
+        await until('node c sees the recovery', () => !c.isEjected('101'));
+        assert.equal(b.healthOf('101').state, 'healthy');
+      } finally {
+        await c.stop();
+      }
+    } finally {
+      await a.stop();
+      await b.stop();
+    }
+  });
+
+  it('a drain on one node stops new requests on every node; undrain readmits', async () => {
+    const p = prefix();
+    const sizes = new Map([['svc', 2]]);
+    const a = await node(p, sizes);
+    const b = await node(p, sizes);
+    try {
+      await a.drain('7');
+      assert.equal(a.isDraining('7'), true);
+      await until('node b sees the drain', () => b.isDraining('7'));
+      assert.deepEqual(b.filter([{ id: '7' }, { id: '8' }]).map((i) => i.id), ['8']);
+      assert.equal(b.healthOf('7').state, 'draining');
+      const late = await node(p, sizes);
+      assert.equal(late.isDraining('7'), true);
+      await late.stop();
+      await b.undrain('7');
+      await until('node a sees the undrain', () => !a.isDraining('7'));
+    } finally {
+      await a.stop();
+      await b.stop();
+    }
+  });
+
+  it('re-reads the shared state when its subscriber reconnects', async () => {
+    const p = prefix();
+    const sizes = new Map([['svc', 3]]);
+    const sub = await redis();
+    const a = new InstanceHealth({ serviceSize: (id) => sizes.get(id) ?? 0, redis: { client: await redis(), subscriber: sub, prefix: p } });
+    await a.start();
+    const b = await node(p, sizes);
+    try {
+      // Cut a's subscription, let b eject while a is deaf, then reconnect a.
+      sub.disconnect();
+      b.report({ id: '5', serviceId: 'svc' }, 'unreached');
+      assert.equal(b.isEjected('5'), true);
+      await sleep(50);
+      await sub.connect();
+      await until('node a catches up after reconnecting', () => a.isEjected('5'));
+    } finally {
+      await a.stop();
+      await b.stop();
+    }
+  });
+});
+
+describe('active health through a leader', () => {
+  it('probes eject a dead upstream on every node and readmit it when it comes back', async () => {
+    const p = prefix();
+    const sizes = new Map([['svc', 3]]);
+    const alive = await new Upstream((req, res) => {
+      res.statusCode = req.url === '/ops' ? 401 : 404; // any answer below 500 is alive
+      res.end();
+    }).start();
+    const flaky = await new Upstream().start();
+    const broken = await new Upstream((_req, res) => { res.statusCode = 500; res.end(); }).start();
+    const targets = [alive.target('1', 'svc'), flaky.target('2', 'svc'), broken.target('3', 'svc')];
+    const a = await node(p, sizes);
+    const b = await node(p, sizes);
+    const leaderRedis = await redis();
+    const checker = new ActiveHealthChecker({
+      health: a, leader: new RedisLeaderLock(leaderRedis, { key: `${p}leader`, nodeId: a.nodeId, ttlMs: 1000 }),
+      targets: () => targets, intervalMs: 30, timeoutMs: 500, unhealthyThreshold: 2, healthyThreshold: 2,
+    });
+    try {
+      await checker.start();
+      await until('the broken (500) instance is out on node b', () => !b.isAvailable('3'));
+      assert.equal(b.isAvailable('1'), true);
+      assert.equal(b.isAvailable('2'), true);
+      await flaky.stop();
+      await until('the dead instance is out on node a', () => !a.isAvailable('2'));
+      await until('the dead instance is out on node b', () => !b.isAvailable('2'));
+      assert.equal(b.healthOf('2').state, 'ejected');
+      assert.match(b.healthOf('2').reason!, /failed probes/);
+      assert.equal(b.isAvailable('1'), true, 'the live instance answering 401/404 stays in');
+      assert.deepEqual(b.filter(targets).map((t) => t.id), ['1']);
+      await flaky.start();
+      await until('the restarted instance is readmitted on node b', () => b.isAvailable('2'));
+      await until('… and on node a', () => a.isAvailable('2'));
+      assert.equal(b.isAvailable('3'), false);
+      assert.ok(checker.probesTotal > 0 && checker.probeFailuresTotal > 0);
+    } finally {
+      await checker.stop();
+      await a.stop();
+      await b.stop();
+      await alive.stop();
+      await flaky.stop();
+      await broken.stop();
+    }
+  });
+
+  it('reports an instance down longer than the configured time as unhealthy', async () => {
+    const p = prefix();
+    const sizes = new Map([['svc', 2]]);
+    const dead = await new Upstream().start();
+    const targets = [dead.target('9', 'svc')];
+    await dead.stop();
+    const a = await node(p, sizes, { unhealthyAfterMs: 150 });
+    const b = await node(p, sizes, { unhealthyAfterMs: 150 });
+    const checker = new ActiveHealthChecker({
+      health: a, leader: new RedisLeaderLock(await redis(), { key: `${p}leader`, nodeId: a.nodeId, ttlMs: 1000 }),
+      targets: () => targets, intervalMs: 20, timeoutMs: 300, unhealthyThreshold: 2, healthyThreshold: 1,
+    });
+    try {
+      await checker.start();
+      await until('out of rotation on b', () => !b.isAvailable('9'));
+      await until('reported unhealthy on b', () => b.healthOf('9').state === 'unhealthy');
+      const r = b.healthOf('9');
+      assert.ok(r.since !== null && Date.now() - r.since >= 150);
+      assert.match(r.reason!, /failed probes/);
+    } finally {
+      await checker.stop();
+      await a.stop();
+      await b.stop();
+    }
+  });
+
+  it('one leader at a time; a dead leader is replaced and the new one keeps the verdicts', async () => {
+    const p = prefix();
+    const sizes = new Map([['svc', 2]]);
+    const dead = await new Upstream().start();
+    const targets = [dead.target('11', 'svc')];
+    await dead.stop();
+    const a = await node(p, sizes);
+    const b = await node(p, sizes);
+    const lockA = new RedisLeaderLock(await redis(), { key: `${p}leader`, nodeId: a.nodeId, ttlMs: 300 });
+    const lockB = new RedisLeaderLock(await redis(), { key: `${p}leader`, nodeId: b.nodeId, ttlMs: 300 });
+    const opts = { targets: () => targets, intervalMs: 20, timeoutMs: 300, unhealthyThreshold: 2, healthyThreshold: 2 };
+    const ca = new ActiveHealthChecker({ health: a, leader: lockA, ...opts });
+    const cb = new ActiveHealthChecker({ health: b, leader: lockB, ...opts });
+    let both = 0;
+    const watch = setInterval(() => { if (lockA.isLeader && lockB.isLeader) both++; }, 5);
+    try {
+      await ca.start();
+      await cb.start();
+      assert.equal(lockA.isLeader, true, 'the first to start leads');
+      assert.equal(lockB.isLeader, false);
+      await until('probes take the dead instance out', () => !b.isAvailable('11'));
+      assert.equal(cb.probesTotal, 0, 'the follower never probes');
+      // The leader "crashes": it stops renewing without releasing the lock.
+      lockA.abandon();
+      const probesBefore = ca.probesTotal;
+      await until('node b takes over', () => lockB.isLeader);
+      await until('the new leader probes', () => cb.probesTotal > 0);
+      assert.ok(ca.probesTotal - probesBefore <= 1, 'the old leader stopped probing (one probe may have been in flight)');
+      const s = b.probeState('11');
+      assert.ok(s && !s.up, 'the new leader resumed from the shared down state');
+      await until('the verdict stays renewed by the new leader on node a', async () => {
+        const st = a.probeState('11');
+        return st !== undefined && st.validUntil > Date.now() + 20 && cb.probesTotal > 3;
+      });
+      assert.equal(a.isAvailable('11'), false);
+      // A clean stop releases at once: a becomes leader again on its next round.
+      await ca.stop();
+      await cb.stop();
+      assert.equal(lockB.isLeader, false);
+      await lockA.start();
+      assert.equal(lockA.isLeader, true);
+      await lockA.stop();
+      assert.equal(both, 0, 'never two leaders at once');
+    } finally {
+      clearInterval(watch);
+      await ca.stop();
+      await cb.stop();
+      await a.stop();
+      await b.stop();
+    }
+  });
+});
+
+describe('idempotency keys across nodes', () => {
+  it('a race between two nodes executes the request once and every client gets the same response', async () => {
+    const p = prefix();
+    let executions = 0;
+    const upstream = await new Upstream((req, res) => {
+      let body = '';
+      req.on('data', (c) => { body += c; });
+      req.on('end', () => {
+        executions++;
+        // Slow enough for the duplicates to arrive while the first is in flight.
+        setTimeout(() => {
+          res.setHeader('content-type', 'application/json');
+          res.statusCode = 201;
+          res.end(JSON.stringify({ order: executions, echo: body }));
+        }, 50);
+      });
+    }).start();
+    const nodes = [new IdempotencyStore({ redis: await redis(), prefix: p }), new IdempotencyStore({ redis: await redis(), prefix: p })];
+    const body = Buffer.from('{"item":"book"}');
+    const fp = requestFingerprint('POST', '/orders', body);
+    let inProgress = 0;
+
+    // What a node does for one client request carrying the key.
+    async function handle(store: IdempotencyStore): Promise<StoredResponse> {
+      for (;;) {
+        const r = await store.begin('orders|client-1', 'key-42', fp);
+        if (r.state === 'completed') return r.response;
+        if (r.state === 'mismatch') throw new Error('unexpected mismatch');
+        if (r.state === 'in_progress') {
+          inProgress++;
+          await sleep(10); // the client's retry
+          continue;
+        }
+        const res = await fetch(`http://127.0.0.1:${upstream.port}/orders`, { method: 'POST', body });
+        const stored = { status: res.status, headers: [['content-type', res.headers.get('content-type')!]] as Array<[string, string]>, body: Buffer.from(await res.arrayBuffer()) };
+        assert.equal(await store.complete(r.lease, stored), true);
+        return { ...stored, bodyOmitted: false };
+      }
+    }
+
+    try {
+      const results = await Promise.all(Array.from({ length: 10 }, (_, i) => handle(nodes[i % 2])));
+      assert.equal(executions, 1, 'the upstream ran the request once');
+      assert.ok(inProgress > 0, 'duplicates saw the in-progress marker');
+      for (const r of results) {
+        assert.equal(r.status, 201);
+        assert.deepEqual(JSON.parse(r.body!.toString()), { order: 1, echo: '{"item":"book"}' });
+      }
+      const other = await nodes[1].begin('orders|client-1', 'key-42', requestFingerprint('POST', '/orders', Buffer.from('{}')));
+      assert.equal(other.state, 'mismatch');
+    } finally {
+      await upstream.stop();
+    }
+  });
+
+  it('a released key may run again; an expired in-flight marker cannot be completed', async () => {
+    const p = prefix();
+    const a = new IdempotencyStore({ redis: await redis(), prefix: p, inflightTtlMs: 100 });
+    const b = new IdempotencyStore({ redis: await redis(), prefix: p, inflightTtlMs: 100 });
+    const r1 = await a.begin('s', 'k', 'fp');
+    assert.equal(r1.state, 'acquired');
+    assert.equal((await b.begin('s', 'k', 'fp')).state, 'in_progress');
+    if (r1.state === 'acquired') assert.equal(await a.release(r1.lease), true);
+    const r2 = await b.begin('s', 'k', 'fp');
+    assert.equal(r2.state, 'acquired');
+    await until('the in-flight marker expires', async () => (await a.begin('s', 'k', 'fp')).state !== 'in_progress');
+    // a's begin above re-acquired the key; b's lease is stale now.
+    if (r2.state === 'acquired') assert.equal(await b.complete(r2.lease, { status: 200, headers: [], body: null }), false);
+  });
+});
