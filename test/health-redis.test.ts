@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
@@ -17,8 +17,8 @@ const REDIS_PORT = Number(process.env.TEST_REDIS_PORT ?? 6379);
 const clients: Redis[] = [];
 const prefixes: string[] = [];
 
-async function redis(): Promise<Redis> {
-  const r = new Redis({ host: REDIS_HOST, port: REDIS_PORT, lazyConnect: true, maxRetriesPerRequest: 2 });
+async function redis(port = REDIS_PORT): Promise<Redis> {
+  const r = new Redis({ host: REDIS_HOST, port, lazyConnect: true, maxRetriesPerRequest: 2, retryStrategy: () => 20 });
   await r.connect();
   clients.push(r);
   return r;
@@ -365,5 +365,115 @@ describe('idempotency keys across nodes', () => {
     await until('the in-flight marker expires', async () => (await a.begin('s', 'k', 'fp')).state !== 'in_progress');
     // a's begin above re-acquired the key; b's lease is stale now.
     if (r2.state === 'acquired') assert.equal(await b.complete(r2.lease, { status: 200, headers: [], body: null }), false);
+  });
+});
+
+/** A TCP relay to the real Redis that can be cut and restored: a Redis outage without stopping the shared server. */
+class RedisRelay {
+  private server: net.Server | null = null;
+  private sockets = new Set<net.Socket>();
+  port = 0;
+  async start(): Promise<this> {
+    const server = net.createServer((client) => {
+      const upstream = net.connect(REDIS_PORT, REDIS_HOST);
+      for (const s of [client, upstream]) {
+        this.sockets.add(s);
+        s.on('close', () => this.sockets.delete(s));
+        s.on('error', () => {});
+      }
+      client.pipe(upstream).pipe(client);
+    });
+    await new Promise<void>((resolve) => server.listen(this.port, '127.0.0.1', () => resolve()));
+    this.port = (server.address() as AddressInfo).port;
+    this.server = server;
+    return this;
+  }
+  async cut(): Promise<void> {
+    const s = this.server;
+    this.server = null;
+    for (const sock of this.sockets) sock.destroy();
+    if (s) await new Promise<void>((resolve) => s.close(() => resolve()));
+  }
+}
+
+describe('Redis outage: node-local decisions, then catch-up', () => {
+  it('health writes made during the outage reach the cluster when Redis returns, and the node learns what it missed', async () => {
+    const p = prefix();
+    const sizes = new Map([['svc', 4]]);
+    const relay = await new RedisRelay().start();
+    const a = new InstanceHealth({
+      serviceSize: (id) => sizes.get(id) ?? 0,
+      redis: { client: await redis(relay.port), subscriber: await redis(relay.port), prefix: p },
+    });
+    await a.start();
+    const b = await node(p, sizes);
+    try {
+      await relay.cut();
+      await until('node a notices the outage', () => !a.sync!.connected);
+      // Alone, node a still ejects and drains for itself.
+      assert.ok(a.report({ id: '1', serviceId: 'svc' }, 'unreached'));
+      assert.equal(a.isEjected('1'), true);
+      const d = await a.drain('2');
+      assert.equal(d.shared, false);
+      assert.equal(a.isDraining('2'), true);
+      assert.ok(a.sync!.pendingWrites >= 2);
+      // Meanwhile node b, still connected, ejects another instance.
+      assert.ok(b.report({ id: '3', serviceId: 'svc' }, 'unreached'));
+      assert.equal(b.isEjected('1'), false);
+      await relay.start();
+      await until('node b learns the ejection made during the outage', () => b.isEjected('1'));
+      await until('node b learns the drain made during the outage', () => b.isDraining('2'));
+      await until('node a learns what it missed', () => a.isEjected('3'));
+      assert.equal(a.sync!.pendingWrites, 0);
+    } finally {
+      await a.stop();
+      await b.stop();
+      await relay.cut();
+    }
+  });
+
+  it('the prober works alone while Redis is unreachable and rejoins the election after', async () => {
+    const p = prefix();
+    const relay = await new RedisRelay().start();
+    const lockA = new RedisLeaderLock(await redis(relay.port), { key: `${p}leader`, nodeId: 'a', ttlMs: 150 });
+    const lockB = new RedisLeaderLock(await redis(), { key: `${p}leader`, nodeId: 'b', ttlMs: 150 });
+    try {
+      await lockB.start();
+      await lockA.start();
+      assert.equal(lockB.mode, 'leader');
+      assert.equal(lockA.mode, 'follower');
+      await relay.cut();
+      await until('node a works alone', () => lockA.mode === 'solo');
+      assert.equal(lockA.isLeader, true);
+      assert.equal(lockB.mode, 'leader', 'the connected node keeps the lock');
+      await relay.start();
+      await until('node a follows again', () => lockA.mode === 'follower');
+    } finally {
+      await lockA.stop();
+      await lockB.stop();
+      await relay.cut();
+    }
+  });
+
+  it('idempotency keys fall back to node-local storage and return to Redis', async () => {
+    const p = prefix();
+    const relay = await new RedisRelay().start();
+    const client = await redis(relay.port);
+    const store = new IdempotencyStore({ redis: client, prefix: p, timeoutMs: 200 });
+    try {
+      await relay.cut();
+      await until('the client notices the outage', () => client.status !== 'ready');
+      const r = await store.begin('s', 'k-outage', 'fp');
+      assert.ok(r.state === 'acquired' && r.lease.backend === 'local');
+      assert.equal((await store.begin('s', 'k-outage', 'fp')).state, 'in_progress', 'duplicates on this node are still caught');
+      if (r.state === 'acquired') assert.equal(await store.complete(r.lease, { status: 200, headers: [], body: Buffer.from('x') }), true);
+      assert.ok(store.localFallbacks >= 2);
+      await relay.start();
+      await until('the client reconnects', () => client.status === 'ready');
+      const again = await store.begin('s', 'k-after', 'fp');
+      assert.ok(again.state === 'acquired' && again.lease.backend === 'redis');
+    } finally {
+      await relay.cut();
+    }
   });
 });

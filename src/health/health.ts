@@ -165,28 +165,30 @@ export class InstanceHealth {
   // ---- operator and prober actions -------------------------------------------
 
   /** Stops new requests to the instance on every node. */
-  async drain(instanceId: string, ttlMs = this.drainTtlMs): Promise<DrainEntry> {
+  /** Resolves with `shared: false` when Redis is absent or unreachable (the drain is sent when it returns). */
+  async drain(instanceId: string, ttlMs = this.drainTtlMs): Promise<DrainEntry & { shared: boolean }> {
     validateId(instanceId);
     if (!(Number.isSafeInteger(ttlMs) && ttlMs > 0)) throw invalid(`drain ttl must be a positive integer of milliseconds, got ${ttlMs}`, { field: 'ttlMs' });
     const now = this.clock();
     const d: DrainEntry = { instanceId, since: this.draining.get(instanceId)?.since ?? now, until: now + ttlMs };
     this.draining.set(instanceId, d);
-    await this.sync?.drain(d);
-    return d;
+    const shared = (await this.sync?.drain(d)) ?? false;
+    return { ...d, shared };
   }
 
-  async undrain(instanceId: string): Promise<void> {
+  /** Resolves whether the change reached the cluster (see `drain`). */
+  async undrain(instanceId: string): Promise<boolean> {
     validateId(instanceId);
     if (this.draining.delete(instanceId)) this.recovered.set(instanceId, this.clock());
-    await this.sync?.undrain(instanceId);
+    return (await this.sync?.undrain(instanceId)) ?? false;
   }
 
   /** Ends a passive ejection early on every node (an operator, or probes saw it recover). */
-  async lift(instanceId: string): Promise<void> {
+  async lift(instanceId: string): Promise<boolean> {
     validateId(instanceId);
     const now = this.clock();
     if (this.outlier.lift(instanceId, now)) this.recovered.set(instanceId, now);
-    await this.sync?.lift(instanceId);
+    return (await this.sync?.lift(instanceId)) ?? false;
   }
 
   /** Records a probe result from this node's prober and shares it. */

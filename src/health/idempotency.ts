@@ -20,10 +20,14 @@
 //   may have had its side effect, so repeating it is never safe.
 // - `release` drops the marker so the client may retry: only for attempts that
 //   provably never reached an upstream (connection refused, no instance).
-// - Without Redis the same rules hold within this node only.
+// - Without Redis, or while it is unreachable (not connected, or no answer
+//   within `timeoutMs`), the same rules hold within this node only: during an
+//   outage a duplicate sent to another node may execute again. A lease finishes
+//   on the store it began on.
 import { createHash, randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { DomainError, invalid } from '../core/errors.ts';
+import { withTimeout } from './timeout.ts';
 
 export interface StoredResponse {
   status: number;
@@ -43,6 +47,7 @@ export interface RecordedResponse {
 
 export interface IdempotencyLease {
   readonly id: string;
+  readonly backend: 'redis' | 'local';
   /** The in-flight marker this attempt wrote; `complete`/`release` act only while it is still there. */
   readonly marker: string;
 }
@@ -61,6 +66,9 @@ export interface IdempotencyOptions {
   maxBodyBytes?: number;
   /** Node-local entries kept at most (the oldest go first). */
   maxLocalEntries?: number;
+  /** Bound on each Redis round trip before falling back to node-local (default 500 ms). */
+  timeoutMs?: number;
+  log?: { warn(obj: object, msg: string): void };
 }
 
 const SAFE = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE']);
@@ -126,6 +134,10 @@ export class IdempotencyStore {
   private readonly prefix: string;
   private readonly redis: Redis | null;
   private readonly maxLocal: number;
+  private readonly timeoutMs: number;
+  private readonly log: IdempotencyOptions['log'];
+  /** Plain counter for metrics: operations that fell back to node-local storage. */
+  localFallbacks = 0;
   // Node-local fallback: a Map keeps insertion order, which is all the eviction
   // this needs (oldest first); expired entries are dropped when read or evicted.
   private readonly local = new Map<string, { value: string; expires: number }>();
@@ -137,6 +149,8 @@ export class IdempotencyStore {
     this.inflightTtlMs = opts.inflightTtlMs ?? 120_000;
     this.maxBodyBytes = opts.maxBodyBytes ?? 1_048_576;
     this.maxLocal = opts.maxLocalEntries ?? 10_000;
+    this.timeoutMs = opts.timeoutMs ?? 500;
+    this.log = opts.log;
     for (const [name, v] of [['ttlMs', this.ttlMs], ['inflightTtlMs', this.inflightTtlMs], ['maxLocalEntries', this.maxLocal]] as const) {
       if (!(Number.isSafeInteger(v) && v >= 1)) throw invalid(`idempotency ${name} must be a positive integer, got ${v}`, { field: name });
     }
@@ -151,10 +165,23 @@ export class IdempotencyStore {
   async begin(scope: string, key: string, fingerprint: string): Promise<IdempotencyBegin> {
     const k = this.storageKey(scope, key);
     const marker = JSON.stringify({ s: 'p', t: randomUUID(), f: fingerprint } satisfies InflightValue);
+    if (this.redis && this.redis.status === 'ready') {
+      try {
+        return await this.beginOn('redis', k, marker, fingerprint);
+      } catch (err) {
+        this.fallback(err);
+      }
+    } else if (this.redis) {
+      this.fallback(new Error(`Redis connection is ${this.redis.status}`));
+    }
+    return this.beginOn('local', k, marker, fingerprint);
+  }
+
+  private async beginOn(backend: 'redis' | 'local', k: string, marker: string, fingerprint: string): Promise<IdempotencyBegin> {
     // Two rounds: the holder may finish or expire between our SET NX and GET.
     for (let round = 0; round < 2; round++) {
-      if (await this.setNx(k, marker)) return { state: 'acquired', lease: { id: k, marker } };
-      const cur = await this.get(k);
+      if (await this.setNx(backend, k, marker)) return { state: 'acquired', lease: { id: k, backend, marker } };
+      const cur = await this.get(backend, k);
       if (!cur) continue;
       let v: Value;
       try {
@@ -172,7 +199,7 @@ export class IdempotencyStore {
     return { state: 'in_progress', retryAfterMs: this.inflightTtlMs };
   }
 
-  /** Stores the final response; false when this attempt no longer held the key (its marker expired). */
+  /** Stores the final response; false when this attempt no longer held the key (its marker expired, or Redis failed). */
   async complete(lease: IdempotencyLease, response: RecordedResponse): Promise<boolean> {
     if (!(Number.isSafeInteger(response.status) && response.status >= 100 && response.status <= 999)) {
       throw invalid(`response status must be a 3-digit integer, got ${response.status}`, { field: 'status' });
@@ -184,7 +211,15 @@ export class IdempotencyStore {
       b: response.body === null || omitted ? null : response.body.toString('base64'), o: omitted,
     };
     const value = JSON.stringify(done);
-    if (this.redis) return (await this.redis.eval(COMPLETE, 1, lease.id, lease.marker, value, String(this.ttlMs))) === 1;
+    if (lease.backend === 'redis') {
+      try {
+        return (await withTimeout(this.redis!.eval(COMPLETE, 1, lease.id, lease.marker, value, String(this.ttlMs)), this.timeoutMs)) === 1;
+      } catch (err) {
+        // The marker stays until its TTL: duplicates get "in progress", never a second execution.
+        this.fallback(err);
+        return false;
+      }
+    }
     const cur = this.localGet(lease.id);
     if (cur?.value !== lease.marker) return false;
     this.localSet(lease.id, value, this.ttlMs);
@@ -193,23 +228,37 @@ export class IdempotencyStore {
 
   /** Drops the in-flight marker so a retry may execute (the attempt never reached an upstream). */
   async release(lease: IdempotencyLease): Promise<boolean> {
-    if (this.redis) return (await this.redis.eval(RELEASE, 1, lease.id, lease.marker)) === 1;
+    if (lease.backend === 'redis') {
+      try {
+        return (await withTimeout(this.redis!.eval(RELEASE, 1, lease.id, lease.marker), this.timeoutMs)) === 1;
+      } catch (err) {
+        this.fallback(err);
+        return false;
+      }
+    }
     const cur = this.localGet(lease.id);
     if (cur?.value !== lease.marker) return false;
     this.local.delete(lease.id);
     return true;
   }
 
-  private async setNx(k: string, marker: string): Promise<boolean> {
-    if (this.redis) return (await this.redis.set(k, marker, 'PX', this.inflightTtlMs, 'NX')) === 'OK';
+  private fallback(err: unknown): void {
+    this.localFallbacks++;
+    if (this.localFallbacks === 1 || this.localFallbacks % 1000 === 0) {
+      this.log?.warn({ err, fallbacks: this.localFallbacks }, 'idempotency keys fall back to node-local storage: Redis is unreachable');
+    }
+  }
+
+  private async setNx(backend: 'redis' | 'local', k: string, marker: string): Promise<boolean> {
+    if (backend === 'redis') return (await withTimeout(this.redis!.set(k, marker, 'PX', this.inflightTtlMs, 'NX'), this.timeoutMs)) === 'OK';
     if (this.localGet(k)) return false;
     this.localSet(k, marker, this.inflightTtlMs);
     return true;
   }
 
-  private async get(k: string): Promise<{ value: string; ttlMs: number } | null> {
-    if (this.redis) {
-      const [[, value], [, ttl]] = (await this.redis.multi().get(k).pttl(k).exec()) as [[Error | null, string | null], [Error | null, number]];
+  private async get(backend: 'redis' | 'local', k: string): Promise<{ value: string; ttlMs: number } | null> {
+    if (backend === 'redis') {
+      const [[, value], [, ttl]] = (await withTimeout(this.redis!.multi().get(k).pttl(k).exec(), this.timeoutMs)) as [[Error | null, string | null], [Error | null, number]];
       return value === null ? null : { value, ttlMs: Math.max(0, ttl) };
     }
     const e = this.localGet(k);

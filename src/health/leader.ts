@@ -4,15 +4,21 @@
 // - The lock is one key holding the leader's node id, taken with SET NX PX ttl
 //   and renewed every ttl/3 by a script that extends it only while it still
 //   holds this node's id (a node never extends or deletes another's lock).
-// - A leader that cannot renew (Redis unreachable) steps down once a full ttl
-//   has passed since its last successful renewal: by then the key may have
-//   expired and another node may lead.
+// - A leader that cannot renew (Redis unreachable) stops counting as the
+//   cluster's leader once a full ttl has passed since its last successful
+//   renewal: by then the key may have expired and another node may lead.
+// - While Redis is unreachable a node works alone ('solo'): it runs the
+//   singleton work for itself, as it would without Redis, and goes back to
+//   electing as soon as Redis answers (taking the lock or following its holder).
+//   Each election round is bounded by ttl/3, so an outage is noticed even though
+//   ioredis holds commands back while disconnected.
 // - A leader that dies stops renewing; the key expires after at most ttl and
 //   the next node to try takes over. A leader that stops cleanly deletes its
 //   key so the takeover is immediate.
 // Without Redis every node leads for itself (`SoloLeader`): each probes alone.
 import type { Redis } from 'ioredis';
 import { invalid } from '../core/errors.ts';
+import { withTimeout } from './timeout.ts';
 
 export interface LeaderLock {
   readonly isLeader: boolean;
@@ -45,6 +51,16 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0`;
 
+// Takes the free lock, or finds it already ours (a SET that timed out here but
+// reached Redis later).
+const ACQUIRE = `
+if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0`;
+
 const RELEASE = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
@@ -58,36 +74,48 @@ export interface RedisLeaderOptions {
   log?: { warn(obj: object, msg: string): void };
 }
 
+export type LeaderMode = 'follower' | 'leader' | 'solo';
+
 export class RedisLeaderLock implements LeaderLock {
-  isLeader = false;
+  /** 'leader' holds the cluster lock; 'solo' works alone while Redis is unreachable. */
+  mode: LeaderMode = 'follower';
   readonly ttlMs: number;
   private timer: NodeJS.Timeout | null = null;
   private lastRenewed = 0;
   private ticking: Promise<void> | null = null;
   private cbs: Array<(leader: boolean) => void> = [];
 
-  constructor(private readonly redis: Redis, private readonly opts: RedisLeaderOptions) {
+  constructor(private readonly redis: Redis, private readonly opts: RedisLeaderOptions & { soloWhenUnreachable?: boolean }) {
     this.ttlMs = opts.ttlMs ?? 15_000;
     if (!(Number.isSafeInteger(this.ttlMs) && this.ttlMs >= 30)) throw invalid(`leader ttlMs must be an integer ≥ 30, got ${this.ttlMs}`, { field: 'ttlMs' });
     if (!opts.key) throw invalid('leader key must not be empty', { field: 'key' });
     if (!opts.nodeId) throw invalid('leader nodeId must not be empty', { field: 'nodeId' });
   }
 
+  /** True while this node should run the singleton work (cluster leader, or alone during an outage). */
+  get isLeader(): boolean {
+    return this.mode !== 'follower';
+  }
+
   onChange(cb: (leader: boolean) => void): void {
     this.cbs.push(cb);
   }
 
-  private set(leader: boolean): void {
-    if (leader === this.isLeader) return;
-    this.isLeader = leader;
-    for (const cb of this.cbs) cb(leader);
+  private set(mode: LeaderMode): void {
+    const was = this.isLeader;
+    this.mode = mode;
+    if (this.isLeader !== was) for (const cb of this.cbs) cb(this.isLeader);
   }
 
   async start(): Promise<void> {
     if (this.timer) return;
-    this.timer = setInterval(() => void this.tick(), Math.max(10, Math.floor(this.ttlMs / 3)));
+    this.timer = setInterval(() => void this.tick(), this.roundMs);
     this.timer.unref();
     await this.tick();
+  }
+
+  private get roundMs(): number {
+    return Math.max(10, Math.floor(this.ttlMs / 3));
   }
 
   /** One election round; exposed so callers (and tests) can force one. */
@@ -99,21 +127,27 @@ export class RedisLeaderLock implements LeaderLock {
   private async round(): Promise<void> {
     const { key, nodeId } = this.opts;
     try {
-      if (this.isLeader) {
-        const kept = await this.redis.eval(RENEW, 1, key, nodeId, String(this.ttlMs));
+      if (this.mode === 'leader') {
+        const kept = await withTimeout(this.redis.eval(RENEW, 1, key, nodeId, String(this.ttlMs)), this.roundMs);
         if (kept === 1) this.lastRenewed = Date.now();
-        else this.set(false);
+        else this.set('follower');
       } else {
-        const got = await this.redis.set(key, nodeId, 'PX', this.ttlMs, 'NX');
-        if (got === 'OK') {
+        const got = await withTimeout(this.redis.eval(ACQUIRE, 1, key, nodeId, String(this.ttlMs)), this.roundMs);
+        if (got === 1) {
           this.lastRenewed = Date.now();
-          this.set(true);
+          this.set('leader');
+        } else {
+          this.set('follower');
         }
       }
     } catch (err) {
-      if (this.isLeader && Date.now() - this.lastRenewed >= this.ttlMs) {
-        this.opts.log?.warn({ err }, 'leader lock could not be renewed; stepping down');
-        this.set(false);
+      const solo = this.opts.soloWhenUnreachable !== false;
+      if (this.mode === 'leader' && Date.now() - this.lastRenewed >= this.ttlMs) {
+        this.opts.log?.warn({ err }, 'leader lock could not be renewed; working alone until Redis answers');
+        this.set(solo ? 'solo' : 'follower');
+      } else if (this.mode === 'follower' && solo) {
+        this.opts.log?.warn({ err }, 'Redis unreachable for the leader election; working alone until it answers');
+        this.set('solo');
       }
     }
   }
@@ -122,16 +156,16 @@ export class RedisLeaderLock implements LeaderLock {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
     await this.ticking?.catch(() => {});
-    if (this.isLeader) {
-      await this.redis.eval(RELEASE, 1, this.opts.key, this.opts.nodeId).catch(() => {});
-      this.set(false);
+    if (this.mode === 'leader') {
+      await withTimeout(this.redis.eval(RELEASE, 1, this.opts.key, this.opts.nodeId), this.roundMs).catch(() => {});
     }
+    this.set('follower');
   }
 
   /** Stops renewing without releasing: what a crash looks like to the others (tests). */
   abandon(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
-    this.set(false);
+    this.set('follower');
   }
 }

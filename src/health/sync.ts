@@ -14,10 +14,13 @@
 // - A node ignores its own messages (it applied the change before publishing).
 // - On (re)connection of the subscriber the node re-reads the hashes: messages
 //   published while it was away are lost by pub/sub.
-// - Redis errors never reach the request path: writes are fire-and-forget with
-//   a logged warning; without Redis each node decides alone.
+// - Redis errors never reach the request path. While Redis is unreachable each
+//   node decides alone: writes are kept (the latest per instance and kind) and
+//   sent when the connection is ready again, then the node re-reads the hashes.
+//   Every Redis round trip is bounded by `timeoutMs`.
 import type { Redis } from 'ioredis';
 import type { Ejection } from './outlier.ts';
+import { withTimeout } from './timeout.ts';
 
 export interface DrainEntry {
   instanceId: string;
@@ -76,7 +79,12 @@ export class HealthSync {
   private readonly keys: { ejected: string; drain: string; probe: string };
   private onMessage: ((channel: string, message: string) => void) | null = null;
   private onReady: (() => void) | null = null;
+  /** Writes made while Redis was unreachable, by hash and field: only the latest matters. */
+  private readonly pending = new Map<string, () => Promise<boolean>>();
+  private readonly latest = new Map<string, number>();
+  private generation = 0;
   private warned = false;
+  timeoutMs = 1_000;
 
   constructor(
     private readonly redis: Redis,
@@ -90,6 +98,15 @@ export class HealthSync {
     this.keys = { ejected: `${prefix}ejected`, drain: `${prefix}drain`, probe: `${prefix}probe` };
   }
 
+  /** Both connections are up: writes go out now instead of waiting. */
+  get connected(): boolean {
+    return this.redis.status === 'ready' && this.subscriber.status === 'ready';
+  }
+
+  /**
+   * Subscribes and loads the cluster's state. Returns at once when Redis is
+   * unreachable: the node starts alone and catches up when it connects.
+   */
   async start(): Promise<void> {
     this.onMessage = (channel, message) => {
       if (channel !== this.channel) return;
@@ -103,28 +120,53 @@ export class HealthSync {
       this.handlers.message(m);
     };
     this.subscriber.on('message', this.onMessage);
-    await this.subscriber.subscribe(this.channel);
-    // After a reconnect ioredis re-subscribes by itself; re-read what was missed.
-    this.onReady = () => void this.reload().catch((err) => this.warn(err, 'health state reload failed'));
+    // ioredis re-subscribes by itself after a reconnect; a first subscribe that
+    // never went out is repeated here. Then send what was kept and re-read what
+    // was missed (pub/sub does not replay).
+    this.onReady = () => void this.catchUp();
     this.subscriber.on('ready', this.onReady);
-    await this.reload();
+    if (this.redis !== this.subscriber) this.redis.on('ready', this.onReady);
+    if (this.connected) {
+      try {
+        await withTimeout(this.subscriber.subscribe(this.channel), this.timeoutMs);
+        await this.reload();
+      } catch (err) {
+        this.warn(err, 'health state could not be loaded from Redis; this node decides alone until it can');
+      }
+    }
+  }
+
+  private async catchUp(): Promise<void> {
+    if (!this.connected) return;
+    try {
+      await withTimeout(this.subscriber.subscribe(this.channel), this.timeoutMs);
+      const writes = [...this.pending.values()];
+      this.pending.clear();
+      for (const w of writes) await w();
+      await this.reload();
+    } catch (err) {
+      this.warn(err, 'health state reload from Redis failed');
+    }
   }
 
   async stop(): Promise<void> {
     if (this.onMessage) this.subscriber.removeListener('message', this.onMessage);
-    if (this.onReady) this.subscriber.removeListener('ready', this.onReady);
+    if (this.onReady) {
+      this.subscriber.removeListener('ready', this.onReady);
+      this.redis.removeListener('ready', this.onReady);
+    }
     this.onMessage = null;
     this.onReady = null;
-    await this.subscriber.unsubscribe(this.channel).catch(() => {});
+    if (this.subscriber.status === 'ready') await withTimeout(this.subscriber.unsubscribe(this.channel), this.timeoutMs).catch(() => {});
   }
 
   /** Reads the current state of the cluster, dropping entries whose time has passed. */
   async reload(now = Date.now()): Promise<HealthSnapshot> {
-    const [ej, dr, pr] = await Promise.all([
+    const [ej, dr, pr] = await withTimeout(Promise.all([
       this.redis.hgetall(this.keys.ejected),
       this.redis.hgetall(this.keys.drain),
       this.redis.hgetall(this.keys.probe),
-    ]);
+    ]), this.timeoutMs);
     const snap: HealthSnapshot = {
       ejected: this.live<Ejection>(this.keys.ejected, ej, (e) => e.until, now),
       drain: this.live<DrainEntry>(this.keys.drain, dr, (d) => d.until, now),
@@ -145,44 +187,74 @@ export class HealthSync {
         stale.push(field);
         continue;
       }
-      if (typeof end(v) === 'number' && end(v) > now) out.push(v);
+      if (v && typeof end(v) === 'number' && end(v) > now) out.push(v);
       else stale.push(field);
     }
     if (stale.length) void this.redis.hdel(key, ...stale).catch(() => {});
     return out;
   }
 
-  private set(key: string, field: string, value: unknown, until: number, message: HealthMessage): Promise<void> {
-    const ttl = Math.max(1, Math.ceil(until - Date.now()));
-    return this.redis
-      .eval(SET_PUB, 1, key, field, JSON.stringify(value), String(ttl), this.channel, JSON.stringify(message))
-      .then(() => undefined, (err) => this.warn(err, 'health state write to Redis failed; this node decides alone until it returns'));
+  /** Runs a write now, or keeps it for when Redis is back; resolves whether it reached Redis. */
+  private write(key: string, field: string, send: () => Promise<unknown>): Promise<boolean> {
+    const slot = `${key}\u0000${field}`;
+    const gen = ++this.generation;
+    this.latest.set(slot, gen);
+    const attempt = async (): Promise<boolean> => {
+      try {
+        await withTimeout(send(), this.timeoutMs);
+        if (this.latest.get(slot) === gen) this.latest.delete(slot);
+        return true;
+      } catch (err) {
+        // Kept for later unless a newer write to the same entry came since.
+        if (this.latest.get(slot) === gen) this.pending.set(slot, attempt);
+        this.warn(err, 'health state write to Redis failed; this node decides alone until it returns');
+        return false;
+      }
+    };
+    this.pending.delete(slot);
+    if (!this.connected) {
+      this.pending.set(slot, attempt);
+      return Promise.resolve(false);
+    }
+    return attempt();
   }
 
-  private del(key: string, field: string, message: HealthMessage): Promise<void> {
-    return this.redis
-      .eval(DEL_PUB, 1, key, field, this.channel, JSON.stringify(message))
-      .then(() => undefined, (err) => this.warn(err, 'health state write to Redis failed; this node decides alone until it returns'));
+  private set(key: string, field: string, value: unknown, until: number, message: HealthMessage): Promise<boolean> {
+    return this.write(key, field, () => {
+      const ttl = Math.ceil(until - Date.now());
+      // Already over while it waited for Redis: nothing left to share.
+      if (ttl <= 0) return Promise.resolve();
+      return this.redis.eval(SET_PUB, 1, key, field, JSON.stringify(value), String(ttl), this.channel, JSON.stringify(message));
+    });
   }
 
-  eject(e: Ejection): Promise<void> {
+  private del(key: string, field: string, message: HealthMessage): Promise<boolean> {
+    return this.write(key, field, () => this.redis.eval(DEL_PUB, 1, key, field, this.channel, JSON.stringify(message)));
+  }
+
+  eject(e: Ejection): Promise<boolean> {
     return this.set(this.keys.ejected, e.instanceId, e, e.until, { t: 'eject', n: this.nodeId, e });
   }
 
-  lift(instanceId: string): Promise<void> {
+  lift(instanceId: string): Promise<boolean> {
     return this.del(this.keys.ejected, instanceId, { t: 'lift', n: this.nodeId, id: instanceId });
   }
 
-  drain(d: DrainEntry): Promise<void> {
+  drain(d: DrainEntry): Promise<boolean> {
     return this.set(this.keys.drain, d.instanceId, d, d.until, { t: 'drain', n: this.nodeId, d });
   }
 
-  undrain(instanceId: string): Promise<void> {
+  undrain(instanceId: string): Promise<boolean> {
     return this.del(this.keys.drain, instanceId, { t: 'undrain', n: this.nodeId, id: instanceId });
   }
 
-  probe(p: ProbeState): Promise<void> {
+  probe(p: ProbeState): Promise<boolean> {
     return this.set(this.keys.probe, p.instanceId, p, p.validUntil, { t: 'probe', n: this.nodeId, p });
+  }
+
+  /** Writes waiting for Redis (for metrics and tests). */
+  get pendingWrites(): number {
+    return this.pending.size;
   }
 
   private warn(err: unknown, msg: string): void {
