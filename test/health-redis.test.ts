@@ -9,7 +9,7 @@ import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import {
-  ActiveHealthChecker, IdempotencyStore, InstanceHealth, RedisLeaderLock, requestFingerprint, type ProbeTarget, type StoredResponse,
+  ActiveHealthChecker, IdempotencyStore, InstanceHealth, RedisLeaderLock, outcomeOf, requestFingerprint, type ProbeTarget, type StoredResponse,
 } from '../src/health/index.ts';
 
 const REDIS_HOST = process.env.TEST_REDIS_HOST ?? '127.0.0.1';
@@ -474,6 +474,66 @@ describe('Redis outage: node-local decisions, then catch-up', () => {
       assert.ok(again.state === 'acquired' && again.lease.backend === 'redis');
     } finally {
       await relay.cut();
+    }
+  });
+});
+
+describe('killing one of three instances under traffic', () => {
+  it('costs each node at most one failed attempt before the instance is ejected everywhere', async (t) => {
+    const { Agent, request } = await import('undici');
+    const p = prefix();
+    const sizes = new Map([['svc', 3]]);
+    const ups = await Promise.all([0, 1, 2].map(() => new Upstream().start()));
+    const instances = ups.map((u, i) => ({ id: `i${i}`, serviceId: 'svc', url: `http://127.0.0.1:${u.port}/` }));
+    const nodes = [await node(p, sizes, { outlier: { consecutiveFailures: 5 } }), await node(p, sizes, { outlier: { consecutiveFailures: 5 } })];
+    const failed = [0, 0];
+    const answered = [0, 0];
+    let killed = false;
+
+    // A node's request loop: round-robin over the filtered candidates, failing over on errors.
+    async function traffic(k: number): Promise<void> {
+      const h = nodes[k];
+      const agent = new Agent({ keepAliveTimeout: 50 });
+      try {
+        for (let i = 0; i < 60; i++) {
+          if (i === 20 && k === 0 && !killed) {
+            killed = true;
+            await ups[1].stop();
+          }
+          const list = h.filter(instances);
+          const start = i % list.length;
+          const order = [...list.slice(start), ...list.slice(0, start)];
+          for (const inst of order) {
+            try {
+              const res = await request(inst.url, { dispatcher: agent, headersTimeout: 2000 });
+              await res.body.dump();
+              h.report(inst, outcomeOf(res.statusCode));
+              answered[k]++;
+              break;
+            } catch (err) {
+              const code = (err as { code?: string }).code;
+              if (killed) failed[k]++;
+              h.report(inst, outcomeOf(null, { kind: code === 'ECONNREFUSED' ? 'refused' : 'reset', unreached: code === 'ECONNREFUSED' }), code);
+            }
+          }
+          await sleep(2);
+        }
+      } finally {
+        await agent.close();
+      }
+    }
+
+    try {
+      await Promise.all([traffic(0), traffic(1)]);
+      assert.equal(answered[0] + answered[1], 120, 'every request was answered by a live instance');
+      assert.ok(failed[0] <= 1 && failed[1] <= 1, `failed attempts per node after the kill: ${failed.join(', ')}`);
+      assert.ok(failed[0] + failed[1] >= 1, 'the kill was noticed by at least one attempt');
+      await until('ejected on both nodes', () => nodes.every((h) => h.isEjected('i1')));
+      t.diagnostic(`failed attempts after the kill: node a ${failed[0]}, node b ${failed[1]}`);
+      assert.deepEqual(nodes[1].filter(instances).map((i) => i.id), ['i0', 'i2']);
+    } finally {
+      for (const h of nodes) await h.stop();
+      for (const u of ups) await u.stop();
     }
   });
 });

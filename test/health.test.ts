@@ -180,6 +180,18 @@ describe('instance health (one node)', () => {
     assert.equal(h.isEjected('1'), false);
   });
 
+  it('forgets instances that left the registry', async () => {
+    const h = make({ now: T0 });
+    h.report(insts[1], 'unreached');
+    await h.drain('3');
+    assert.equal(h.isAvailable('2'), false);
+    h.retain(new Set(['1']));
+    assert.equal(h.isAvailable('2'), true);
+    assert.equal(h.isDraining('3'), false);
+    assert.equal(h.metrics().ejectedNow.length, 0);
+    assert.equal(h.metrics().redisConnected, null);
+  });
+
   it('rejects a bad instance id or drain ttl naming the field', async () => {
     const h = make({ now: T0 });
     await assert.rejects(h.drain(''), (e: unknown) => e instanceof DomainError && e.field === 'instanceId');

@@ -78,6 +78,10 @@ export interface HealthMetrics {
   /** Instances held down by probes now. */
   probeDownNow: number;
   drainingNow: number;
+  /** null without Redis; false while it is unreachable (this node decides alone). */
+  redisConnected: boolean | null;
+  /** Health writes waiting for Redis to return. */
+  pendingWrites: number;
 }
 
 export class InstanceHealth {
@@ -123,7 +127,8 @@ export class InstanceHealth {
 
   /** O(1): may this instance receive new requests? */
   isAvailable(instanceId: string, now = this.clock()): boolean {
-    if (this.draining.has(instanceId) && this.draining.get(instanceId)!.until > now) return false;
+    const d = this.draining.get(instanceId);
+    if (d !== undefined && d.until > now) return false;
     if (this.outlier.isEjected(instanceId, now)) return false;
     const p = this.probeDown.get(instanceId);
     return p === undefined || p.validUntil <= now;
@@ -143,9 +148,8 @@ export class InstanceHealth {
     const open: T[] = [];
     let panic: T[] | null = null;
     for (const inst of instances) {
-      if (this.isDraining(inst.id, now)) continue;
       if (this.isAvailable(inst.id, now)) open.push(inst);
-      else (panic ??= []).push(inst);
+      else if (!this.isDraining(inst.id, now)) (panic ??= []).push(inst);
     }
     return open.length > 0 || panic === null ? open : panic;
   }
@@ -233,7 +237,10 @@ export class InstanceHealth {
     for (const p of this.probeDown.values()) if (p.validUntil > now) probeDownNow++;
     let drainingNow = 0;
     for (const d of this.draining.values()) if (d.until > now) drainingNow++;
-    return { ejectionsTotal, ejectedNow: [...per].map(([serviceId, count]) => ({ serviceId, count })), probeDownNow, drainingNow };
+    return {
+      ejectionsTotal, ejectedNow: [...per].map(([serviceId, count]) => ({ serviceId, count })), probeDownNow, drainingNow,
+      redisConnected: this.sync ? this.sync.connected : null, pendingWrites: this.sync?.pendingWrites ?? 0,
+    };
   }
 
   /** Drops state of instances no longer registered (call after a registry reload). */
@@ -242,7 +249,7 @@ export class InstanceHealth {
     for (const id of [...this.probeDown.keys()]) if (!liveIds.has(id)) this.probeDown.delete(id);
     for (const id of [...this.recovered.keys()]) if (!liveIds.has(id)) this.recovered.delete(id);
     for (const id of [...this.endedAt.keys()]) if (!liveIds.has(id)) this.endedAt.delete(id);
-    for (const e of this.outlier.current(this.clock())) if (!liveIds.has(e.instanceId)) this.outlier.forget(e.instanceId);
+    this.outlier.retain(liveIds);
   }
 
   // ---- merging the cluster's state -------------------------------------------

@@ -189,6 +189,12 @@ export class OutlierDetector {
     return had;
   }
 
+  /** Forgets every instance not in `liveIds` (call after a registry reload). */
+  retain(liveIds: ReadonlySet<string>): void {
+    for (const id of [...this.trackers.keys()]) if (!liveIds.has(id)) this.trackers.delete(id);
+    for (const id of [...this.ejections.keys()]) if (!liveIds.has(id)) this.expire(id);
+  }
+
   /** Forgets an instance that left the registry. */
   forget(instanceId: string): void {
     this.expire(instanceId);
