@@ -537,3 +537,36 @@ describe('killing one of three instances under traffic', () => {
     }
   });
 });
+
+describe('hostile or foreign data in Redis', () => {
+  it('malformed messages and hash entries are skipped without crashing a node', async () => {
+    const p = prefix();
+    const sizes = new Map([['svc', 3]]);
+    const r = await redis();
+    await r.hset(`${p}ejected`, 'x1', 'not json', 'x2', JSON.stringify({ instanceId: 'x2' }), 'x3', JSON.stringify(null));
+    await r.hset(`${p}drain`, 'd1', JSON.stringify({ instanceId: 'd1', since: 'yesterday', until: 'never' }));
+    await r.hset(`${p}probe`, 'p1', JSON.stringify([1, 2]));
+    const a = await node(p, sizes);
+    const b = await node(p, sizes);
+    try {
+      for (const id of ['x1', 'x2', 'x3', 'd1', 'p1']) assert.equal(a.isAvailable(id), true, id);
+      await until('the malformed entries were removed', async () => (await r.hlen(`${p}ejected`)) === 0 && (await r.hlen(`${p}drain`)) === 0);
+      const junk = ['', 'null', '42', '{"t":"eject","n":"z"}', '{"t":"eject","n":"z","e":{"instanceId":"q"}}', '{"t":"drain","n":"z","d":null}',
+        '{"t":"probe","n":"z","p":{"instanceId":"q","up":"yes"}}', '{"t":"lift","n":"z","id":5}', '{"t":"nope","n":"z"}', '\u0000\u00ff'];
+      for (const j of junk) await r.publish(`${p}events`, j);
+      // A valid message after the junk still applies: the subscriber survived.
+      assert.ok(b.report({ id: 'ok', serviceId: 'svc' }, 'unreached'));
+      await until('node a still applies valid messages', () => a.isEjected('ok'));
+      assert.equal(a.isAvailable('q'), true);
+      // Foreign data under an idempotency key is neither executed over nor replayed.
+      const store = new IdempotencyStore({ redis: r, prefix: p });
+      const { createHash } = await import('node:crypto');
+      const k = p + createHash('sha256').update('s').update('\0').update('k').digest('base64url');
+      await r.set(k, JSON.stringify({ s: 'd', f: 'fp', st: 'two hundred' }));
+      assert.equal((await store.begin('s', 'k', 'fp')).state, 'in_progress');
+    } finally {
+      await a.stop();
+      await b.stop();
+    }
+  });
+});

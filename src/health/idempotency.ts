@@ -114,6 +114,15 @@ interface InflightValue { s: 'p'; t: string; f: string }
 interface DoneValue { s: 'd'; f: string; st: number; h: Array<[string, string]>; b: string | null; o: boolean }
 type Value = InflightValue | DoneValue;
 
+function isValue(v: unknown): v is Value {
+  const x = v as Value;
+  if (!x || typeof x !== 'object' || typeof x.f !== 'string') return false;
+  if (x.s === 'p') return typeof x.t === 'string';
+  return x.s === 'd' && Number.isSafeInteger(x.st) && Array.isArray(x.h)
+    && x.h.every((h) => Array.isArray(h) && h.length === 2 && typeof h[0] === 'string' && typeof h[1] === 'string')
+    && (x.b === null || typeof x.b === 'string') && typeof x.o === 'boolean';
+}
+
 const COMPLETE = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
@@ -189,6 +198,8 @@ export class IdempotencyStore {
       } catch {
         return { state: 'in_progress', retryAfterMs: cur.ttlMs };
       }
+      // Something else under our key: never execute, never replay it.
+      if (!isValue(v)) return { state: 'in_progress', retryAfterMs: cur.ttlMs };
       if (v.f !== fingerprint) return { state: 'mismatch' };
       if (v.s === 'p') return { state: 'in_progress', retryAfterMs: cur.ttlMs };
       return {

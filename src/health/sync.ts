@@ -48,6 +48,43 @@ export type HealthMessage =
   | { t: 'undrain'; n: string; id: string }
   | { t: 'probe'; n: string; p: ProbeState };
 
+// Shapes read back from Redis are checked before use: the keys are shared with
+// other software and other versions of this node, and a malformed entry must be
+// skipped, never crash the subscriber.
+const isStr = (v: unknown): v is string => typeof v === 'string' && v.length > 0 && v.length <= 64;
+const isTime = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
+
+export function isEjection(v: unknown): v is Ejection {
+  const e = v as Ejection;
+  return !!e && typeof e === 'object' && isStr(e.instanceId) && isStr(e.serviceId) && isTime(e.since) && isTime(e.until)
+    && Number.isSafeInteger(e.count) && e.count >= 1 && typeof e.reason === 'string';
+}
+
+export function isDrainEntry(v: unknown): v is DrainEntry {
+  const d = v as DrainEntry;
+  return !!d && typeof d === 'object' && isStr(d.instanceId) && isTime(d.since) && isTime(d.until);
+}
+
+export function isProbeState(v: unknown): v is ProbeState {
+  const p = v as ProbeState;
+  return !!p && typeof p === 'object' && isStr(p.instanceId) && isStr(p.serviceId) && typeof p.up === 'boolean'
+    && isTime(p.since) && isTime(p.validUntil) && typeof p.reason === 'string'
+    && Number.isSafeInteger(p.fails) && Number.isSafeInteger(p.passes);
+}
+
+function isMessage(v: unknown): v is HealthMessage {
+  const m = v as HealthMessage;
+  if (!m || typeof m !== 'object' || typeof m.n !== 'string') return false;
+  switch (m.t) {
+    case 'eject': return isEjection(m.e);
+    case 'drain': return isDrainEntry(m.d);
+    case 'probe': return isProbeState(m.p);
+    case 'lift':
+    case 'undrain': return isStr(m.id);
+    default: return false;
+  }
+}
+
 export interface HealthSnapshot {
   ejected: Ejection[];
   drain: DrainEntry[];
@@ -110,13 +147,13 @@ export class HealthSync {
   async start(): Promise<void> {
     this.onMessage = (channel, message) => {
       if (channel !== this.channel) return;
-      let m: HealthMessage;
+      let m: unknown;
       try {
-        m = JSON.parse(message) as HealthMessage;
+        m = JSON.parse(message);
       } catch {
         return; // not ours, or corrupted: nothing to apply
       }
-      if (!m || typeof m !== 'object' || m.n === this.nodeId) return;
+      if (!isMessage(m) || m.n === this.nodeId) return;
       this.handlers.message(m);
     };
     this.subscriber.on('message', this.onMessage);
@@ -168,26 +205,26 @@ export class HealthSync {
       this.redis.hgetall(this.keys.probe),
     ]), this.timeoutMs);
     const snap: HealthSnapshot = {
-      ejected: this.live<Ejection>(this.keys.ejected, ej, (e) => e.until, now),
-      drain: this.live<DrainEntry>(this.keys.drain, dr, (d) => d.until, now),
-      probe: this.live<ProbeState>(this.keys.probe, pr, (p) => p.validUntil, now),
+      ejected: this.live(this.keys.ejected, ej, isEjection, (e) => e.until, now),
+      drain: this.live(this.keys.drain, dr, isDrainEntry, (d) => d.until, now),
+      probe: this.live(this.keys.probe, pr, isProbeState, (p) => p.validUntil, now),
     };
     this.handlers.snapshot(snap);
     return snap;
   }
 
-  private live<T>(key: string, raw: Record<string, string>, end: (v: T) => number, now: number): T[] {
+  private live<T>(key: string, raw: Record<string, string>, valid: (v: unknown) => v is T, end: (v: T) => number, now: number): T[] {
     const out: T[] = [];
     const stale: string[] = [];
     for (const [field, json] of Object.entries(raw)) {
-      let v: T;
+      let v: unknown;
       try {
-        v = JSON.parse(json) as T;
+        v = JSON.parse(json);
       } catch {
         stale.push(field);
         continue;
       }
-      if (v && typeof end(v) === 'number' && end(v) > now) out.push(v);
+      if (valid(v) && end(v) > now) out.push(v);
       else stale.push(field);
     }
     if (stale.length) void this.redis.hdel(key, ...stale).catch(() => {});
