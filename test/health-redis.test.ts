@@ -8,6 +8,7 @@ import net, { type AddressInfo } from 'node:net';
 import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
+import { DomainError } from '../src/core/errors.ts';
 import {
   ActiveHealthChecker, IdempotencyStore, InstanceHealth, RedisLeaderLock, outcomeOf, requestFingerprint, type ProbeTarget, type StoredResponse,
 } from '../src/health/index.ts';
@@ -189,7 +190,7 @@ describe('active health through a leader', () => {
     const leaderRedis = await redis();
     const checker = new ActiveHealthChecker({
       health: a, leader: new RedisLeaderLock(leaderRedis, { key: `${p}leader`, nodeId: a.nodeId, ttlMs: 1000 }),
-      targets: () => targets, intervalMs: 30, timeoutMs: 500, unhealthyThreshold: 2, healthyThreshold: 2,
+      targets: () => targets, intervalMs: 30, timeoutMs: 3000, unhealthyThreshold: 2, healthyThreshold: 2, downLeaseMs: 10_000,
     });
     try {
       await checker.start();
@@ -252,8 +253,8 @@ describe('active health through a leader', () => {
     await dead.stop();
     const a = await node(p, sizes);
     const b = await node(p, sizes);
-    const lockA = new RedisLeaderLock(await redis(), { key: `${p}leader`, nodeId: a.nodeId, ttlMs: 300 });
-    const lockB = new RedisLeaderLock(await redis(), { key: `${p}leader`, nodeId: b.nodeId, ttlMs: 300 });
+    const lockA = new RedisLeaderLock(await redis(), { key: `${p}leader`, nodeId: a.nodeId, ttlMs: 900 });
+    const lockB = new RedisLeaderLock(await redis(), { key: `${p}leader`, nodeId: b.nodeId, ttlMs: 900 });
     const opts = { targets: () => targets, intervalMs: 20, timeoutMs: 300, unhealthyThreshold: 2, healthyThreshold: 2 };
     const ca = new ActiveHealthChecker({ health: a, leader: lockA, ...opts });
     const cb = new ActiveHealthChecker({ health: b, leader: lockB, ...opts });
@@ -354,8 +355,8 @@ describe('idempotency keys across nodes', () => {
 
   it('a released key may run again; an expired in-flight marker cannot be completed', async () => {
     const p = prefix();
-    const a = new IdempotencyStore({ redis: await redis(), prefix: p, inflightTtlMs: 100 });
-    const b = new IdempotencyStore({ redis: await redis(), prefix: p, inflightTtlMs: 100 });
+    const a = new IdempotencyStore({ redis: await redis(), prefix: p, inflightTtlMs: 1000 });
+    const b = new IdempotencyStore({ redis: await redis(), prefix: p, inflightTtlMs: 1000 });
     const r1 = await a.begin('s', 'k', 'fp');
     assert.equal(r1.state, 'acquired');
     assert.equal((await b.begin('s', 'k', 'fp')).state, 'in_progress');
@@ -387,6 +388,13 @@ class RedisRelay {
     this.port = (server.address() as AddressInfo).port;
     this.server = server;
     return this;
+  }
+  /** Connections stay open but nothing passes: a hung Redis. */
+  freeze(): void {
+    for (const sock of this.sockets) sock.pause();
+  }
+  thaw(): void {
+    for (const sock of this.sockets) sock.resume();
   }
   async cut(): Promise<void> {
     const s = this.server;
@@ -435,8 +443,8 @@ describe('Redis outage: node-local decisions, then catch-up', () => {
   it('the prober works alone while Redis is unreachable and rejoins the election after', async () => {
     const p = prefix();
     const relay = await new RedisRelay().start();
-    const lockA = new RedisLeaderLock(await redis(relay.port), { key: `${p}leader`, nodeId: 'a', ttlMs: 150 });
-    const lockB = new RedisLeaderLock(await redis(), { key: `${p}leader`, nodeId: 'b', ttlMs: 150 });
+    const lockA = new RedisLeaderLock(await redis(relay.port), { key: `${p}leader`, nodeId: 'a', ttlMs: 900 });
+    const lockB = new RedisLeaderLock(await redis(), { key: `${p}leader`, nodeId: 'b', ttlMs: 900 });
     try {
       await lockB.start();
       await lockA.start();
@@ -472,6 +480,10 @@ describe('Redis outage: node-local decisions, then catch-up', () => {
       await until('the client reconnects', () => client.status === 'ready');
       const again = await store.begin('s', 'k-after', 'fp');
       assert.ok(again.state === 'acquired' && again.lease.backend === 'redis');
+      // A connected Redis that hangs is not bypassed: the claim may have landed there.
+      relay.freeze();
+      await assert.rejects(store.begin('s', 'k-hung', 'fp'), (e: unknown) => e instanceof DomainError && e.kind === 'unavailable' && e.code === 'IDEMPOTENCY_STORE_UNAVAILABLE');
+      relay.thaw();
     } finally {
       await relay.cut();
     }

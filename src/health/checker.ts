@@ -12,9 +12,9 @@
 //   instances spread out instead of arriving in bursts.
 // - `unhealthyThreshold` failed probes in a row (default 3) take an instance out
 //   of rotation; `healthyThreshold` passed probes in a row (default 2) readmit
-//   it. A down report is renewed at every probe and holds for 3 intervals plus
-//   a probe timeout, so when the prober dies its verdicts lapse instead of
-//   lingering.
+//   it. A down report is renewed at every probe and holds for `downLeaseMs`
+//   (default 3 intervals plus a probe timeout), so when the prober dies its
+//   verdicts lapse instead of lingering.
 // - Only the leader probes. A new leader resumes from the shared down states
 //   (their counters are part of them), so a failover neither forgets nor
 //   re-counts a known-down instance.
@@ -43,6 +43,8 @@ export interface ActiveCheckOptions {
   path?: string;
   unhealthyThreshold?: number;
   healthyThreshold?: number;
+  /** How long a down verdict holds without a fresh probe (default 3 intervals + the probe timeout). */
+  downLeaseMs?: number;
   dispatcher?: Dispatcher;
   random?: () => number;
 }
@@ -54,6 +56,7 @@ export class ActiveHealthChecker {
   readonly timeoutMs: number;
   readonly unhealthyThreshold: number;
   readonly healthyThreshold: number;
+  readonly downLeaseMs: number;
   private readonly jitter: number;
   private readonly path: string | null;
   private readonly random: () => number;
@@ -75,6 +78,7 @@ export class ActiveHealthChecker {
     this.unhealthyThreshold = opts.unhealthyThreshold ?? 3;
     this.healthyThreshold = opts.healthyThreshold ?? 2;
     this.path = opts.path ?? null;
+    this.downLeaseMs = opts.downLeaseMs ?? 3 * this.intervalMs + this.timeoutMs;
     this.random = opts.random ?? Math.random;
     const int = (name: string, v: number, min: number) => {
       if (!(Number.isSafeInteger(v) && v >= min)) throw invalid(`active health ${name} must be an integer ≥ ${min}, got ${v}`, { field: name });
@@ -83,6 +87,7 @@ export class ActiveHealthChecker {
     int('timeoutMs', this.timeoutMs, 1);
     int('unhealthyThreshold', this.unhealthyThreshold, 1);
     int('healthyThreshold', this.healthyThreshold, 1);
+    int('downLeaseMs', this.downLeaseMs, this.intervalMs);
     if (!(this.jitter >= 0 && this.jitter < 1)) throw invalid(`active health jitter must be within [0, 1), got ${this.jitter}`, { field: 'jitter' });
     if (this.path !== null && (!this.path.startsWith('/') || this.path.startsWith('//') || /[\s#]/.test(this.path))) {
       throw invalid(`active health path must be an absolute path such as /health, got ${JSON.stringify(this.path)}`, { field: 'path' });
@@ -180,7 +185,7 @@ export class ActiveHealthChecker {
     }
     const state: ProbeState = {
       instanceId: t.id, serviceId: t.serviceId, up: c.up, since: c.since,
-      validUntil: now + 3 * this.intervalMs + this.timeoutMs, reason: c.up ? '' : c.reason, fails: c.fails, passes: c.passes,
+      validUntil: now + this.downLeaseMs, reason: c.up ? '' : c.reason, fails: c.fails, passes: c.passes,
     };
     await this.opts.health.probed(state);
     return state;

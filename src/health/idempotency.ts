@@ -20,10 +20,12 @@
 //   may have had its side effect, so repeating it is never safe.
 // - `release` drops the marker so the client may retry: only for attempts that
 //   provably never reached an upstream (connection refused, no instance).
-// - Without Redis, or while it is unreachable (not connected, or no answer
-//   within `timeoutMs`), the same rules hold within this node only: during an
-//   outage a duplicate sent to another node may execute again. A lease finishes
-//   on the store it began on.
+// - Without Redis, or while the connection to it is down, the same rules hold
+//   within this node only: during an outage a duplicate sent to another node
+//   may execute again. A connected Redis that fails or does not answer within
+//   `timeoutMs` is not bypassed (the claim may have landed there): `begin`
+//   throws an 'unavailable' error and the client retries later. A lease
+//   finishes on the store it began on.
 import { createHash, randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { DomainError, invalid } from '../core/errors.ts';
@@ -66,7 +68,7 @@ export interface IdempotencyOptions {
   maxBodyBytes?: number;
   /** Node-local entries kept at most (the oldest go first). */
   maxLocalEntries?: number;
-  /** Bound on each Redis round trip before falling back to node-local (default 500 ms). */
+  /** Bound on each Redis round trip (default 2 s). */
   timeoutMs?: number;
   log?: { warn(obj: object, msg: string): void };
 }
@@ -158,7 +160,7 @@ export class IdempotencyStore {
     this.inflightTtlMs = opts.inflightTtlMs ?? 120_000;
     this.maxBodyBytes = opts.maxBodyBytes ?? 1_048_576;
     this.maxLocal = opts.maxLocalEntries ?? 10_000;
-    this.timeoutMs = opts.timeoutMs ?? 500;
+    this.timeoutMs = opts.timeoutMs ?? 2_000;
     this.log = opts.log;
     for (const [name, v] of [['ttlMs', this.ttlMs], ['inflightTtlMs', this.inflightTtlMs], ['maxLocalEntries', this.maxLocal]] as const) {
       if (!(Number.isSafeInteger(v) && v >= 1)) throw invalid(`idempotency ${name} must be a positive integer, got ${v}`, { field: name });
@@ -178,7 +180,9 @@ export class IdempotencyStore {
       try {
         return await this.beginOn('redis', k, marker, fingerprint);
       } catch (err) {
-        this.fallback(err);
+        throw new DomainError('unavailable', 'the idempotency key store did not answer; retry later', {
+          code: 'IDEMPOTENCY_STORE_UNAVAILABLE', field: 'Idempotency-Key', retryAfter: 1, cause: err,
+        });
       }
     } else if (this.redis) {
       this.fallback(new Error(`Redis connection is ${this.redis.status}`));
