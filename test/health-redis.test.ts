@@ -98,7 +98,8 @@ describe('passive ejection and drain shared through Redis', () => {
     const p = prefix();
     const sizes = new Map([['svc', 3]]);
     const a = await node(p, sizes);
-    const b = await node(p, sizes);
+    const seen: string[] = [];
+    const b = await node(p, sizes, { onEvent: (e) => seen.push(`${e.type}:${e.source}`) });
     try {
       const inst = { id: '101', serviceId: 'svc' };
       assert.equal(a.report(inst, 'failure'), null);
@@ -122,6 +123,7 @@ describe('passive ejection and drain shared through Redis', () => {
         await until('node b sees the recovery', () => !b.isEjected('101'));
         await until('node c sees the recovery', () => !c.isEjected('101'));
         assert.equal(b.healthOf('101').state, 'healthy');
+        assert.deepEqual(seen, ['ejected:remote', 'lifted:remote']);
       } finally {
         await c.stop();
       }

@@ -120,7 +120,12 @@ describe('instance health (one node)', () => {
 
   it('filters ejected and draining instances, keeping order, and reports health', async () => {
     const clock = { now: T0 };
-    const h = make(clock);
+    const events: string[] = [];
+    const h = new InstanceHealth({
+      serviceSize: (id) => sizes.get(id) ?? 0, clock: () => clock.now, unhealthyAfterMs: 60_000,
+      outlier: { consecutiveFailures: 2, baseEjectionMs: 1000, maxEjectionMs: 5000 },
+      onEvent: (e) => events.push(`${e.type}:${e.source}:${'ejection' in e ? e.ejection.instanceId : e.instanceId}`),
+    });
     assert.deepEqual(h.healthOf('2'), { state: 'healthy', since: null, reason: null });
     h.report(insts[1], 'failure');
     assert.deepEqual(h.filter(insts).map((i) => i.id), ['1', '2', '3']);
@@ -141,6 +146,7 @@ describe('instance health (one node)', () => {
     assert.deepEqual(h.filter(insts).map((i) => i.id), ['1', '2', '3']);
     const m = h.metrics();
     assert.deepEqual(m.ejectionsTotal, [{ serviceId: 's', instanceId: '2', source: 'local', count: 1 }]);
+    assert.deepEqual(events, ['ejected:local:2', 'drained:local:3', 'undrained:local:3']);
     assert.equal(m.drainingNow, 0);
   });
 

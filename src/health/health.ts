@@ -68,7 +68,14 @@ export interface InstanceHealthOptions {
   nodeId?: string;
   log?: SyncLogger;
   clock?: () => number;
+  /** Called on every change of an instance's rotation, here or learned from the cluster (for logs). */
+  onEvent?: (e: HealthEvent) => void;
 }
+
+export type HealthEvent =
+  | { type: 'ejected'; source: 'local' | 'remote'; ejection: Ejection }
+  | { type: 'lifted' | 'drained' | 'undrained'; source: 'local' | 'remote'; instanceId: string }
+  | { type: 'probe_down' | 'probe_up'; source: 'local' | 'remote'; instanceId: string; reason: string };
 
 export interface HealthMetrics {
   /** Ejections per service and instance, decided here ('local') or learned from other nodes ('remote'). */
@@ -98,8 +105,10 @@ export class InstanceHealth {
   private readonly recovered = new Map<string, number>();
   private readonly ejections = new Map<string, number>();
   readonly sync: HealthSync | null;
+  private readonly onEvent: (e: HealthEvent) => void;
 
   constructor(opts: InstanceHealthOptions) {
+    this.onEvent = opts.onEvent ?? (() => {});
     this.outlier = new OutlierDetector(opts.outlier);
     this.serviceSize = opts.serviceSize;
     this.clock = opts.clock ?? Date.now;
@@ -161,6 +170,7 @@ export class InstanceHealth {
     const e = this.outlier.record(inst.id, inst.serviceId, this.serviceSize(inst.serviceId), outcome, now, detail);
     if (e) {
       this.count(e, 'local');
+      this.emit({ type: 'ejected', source: 'local', ejection: e });
       void this.sync?.eject(e);
     }
     return e;
@@ -168,14 +178,17 @@ export class InstanceHealth {
 
   // ---- operator and prober actions -------------------------------------------
 
-  /** Stops new requests to the instance on every node. */
-  /** Resolves with `shared: false` when Redis is absent or unreachable (the drain is sent when it returns). */
+  /**
+   * Stops new requests to the instance on every node. Resolves with
+   * `shared: false` when Redis is absent or unreachable (the drain is sent when it returns).
+   */
   async drain(instanceId: string, ttlMs = this.drainTtlMs): Promise<DrainEntry & { shared: boolean }> {
     validateId(instanceId);
     if (!(Number.isSafeInteger(ttlMs) && ttlMs > 0)) throw invalid(`drain ttl must be a positive integer of milliseconds, got ${ttlMs}`, { field: 'ttlMs' });
     const now = this.clock();
     const d: DrainEntry = { instanceId, since: this.draining.get(instanceId)?.since ?? now, until: now + ttlMs };
     this.draining.set(instanceId, d);
+    this.emit({ type: 'drained', source: 'local', instanceId });
     const shared = (await this.sync?.drain(d)) ?? false;
     return { ...d, shared };
   }
@@ -183,7 +196,10 @@ export class InstanceHealth {
   /** Resolves whether the change reached the cluster (see `drain`). */
   async undrain(instanceId: string): Promise<boolean> {
     validateId(instanceId);
-    if (this.draining.delete(instanceId)) this.recovered.set(instanceId, this.clock());
+    if (this.draining.delete(instanceId)) {
+      this.recovered.set(instanceId, this.clock());
+      this.emit({ type: 'undrained', source: 'local', instanceId });
+    }
     return (await this.sync?.undrain(instanceId)) ?? false;
   }
 
@@ -191,13 +207,16 @@ export class InstanceHealth {
   async lift(instanceId: string): Promise<boolean> {
     validateId(instanceId);
     const now = this.clock();
-    if (this.outlier.lift(instanceId, now)) this.recovered.set(instanceId, now);
+    if (this.outlier.lift(instanceId, now)) {
+      this.recovered.set(instanceId, now);
+      this.emit({ type: 'lifted', source: 'local', instanceId });
+    }
     return (await this.sync?.lift(instanceId)) ?? false;
   }
 
   /** Records a probe result from this node's prober and shares it. */
   async probed(p: ProbeState): Promise<void> {
-    const was = this.applyProbe(p);
+    const was = this.applyProbe(p, 'local');
     // A readmission also ends any passive ejection: the instance answers again.
     if (p.up && this.outlier.isEjected(p.instanceId, this.clock())) await this.lift(p.instanceId);
     // Up results are shared only when they change something, down results on
@@ -269,46 +288,76 @@ export class InstanceHealth {
   }
 
   /** Returns whether the instance's up/down state changed. */
-  private applyProbe(p: ProbeState): boolean {
+  private applyProbe(p: ProbeState, source: 'local' | 'remote'): boolean {
     const now = this.clock();
     const cur = this.probeDown.get(p.instanceId);
     const wasDown = cur !== undefined && cur.validUntil > now;
     if (p.up) {
       if (cur) this.probeDown.delete(p.instanceId);
-      if (wasDown) this.recovered.set(p.instanceId, now);
+      if (wasDown) {
+        this.recovered.set(p.instanceId, now);
+        this.emit({ type: 'probe_up', source, instanceId: p.instanceId, reason: p.reason });
+      }
       return wasDown;
     }
     this.probeDown.set(p.instanceId, p);
+    if (!wasDown) this.emit({ type: 'probe_down', source, instanceId: p.instanceId, reason: p.reason });
     return !wasDown;
+  }
+
+  private emit(e: HealthEvent): void {
+    try {
+      this.onEvent(e);
+    } catch {
+      // A logging hook must not break health bookkeeping.
+    }
   }
 
   private applyMessage(m: HealthMessage): void {
     const now = this.clock();
     switch (m.t) {
       case 'eject':
-        if (this.outlier.apply(m.e, now)) this.count(m.e, 'remote');
+        if (this.outlier.apply(m.e, now)) {
+          this.count(m.e, 'remote');
+          this.emit({ type: 'ejected', source: 'remote', ejection: m.e });
+        }
         break;
       case 'lift':
-        if (this.outlier.lift(m.id, now)) this.recovered.set(m.id, now);
+        if (this.outlier.lift(m.id, now)) {
+          this.recovered.set(m.id, now);
+          this.emit({ type: 'lifted', source: 'remote', instanceId: m.id });
+        }
         break;
       case 'drain':
+        if (!this.isDraining(m.d.instanceId, now)) this.emit({ type: 'drained', source: 'remote', instanceId: m.d.instanceId });
         this.draining.set(m.d.instanceId, m.d);
         break;
       case 'undrain':
-        if (this.draining.delete(m.id)) this.recovered.set(m.id, now);
+        if (this.draining.delete(m.id)) {
+          this.recovered.set(m.id, now);
+          this.emit({ type: 'undrained', source: 'remote', instanceId: m.id });
+        }
         break;
       case 'probe':
         if (m.p.up && this.outlier.isEjected(m.p.instanceId, now)) this.outlier.lift(m.p.instanceId, now);
-        this.applyProbe(m.p);
+        this.applyProbe(m.p, 'remote');
         break;
     }
   }
 
   private applySnapshot(s: HealthSnapshot): void {
     const now = this.clock();
-    for (const e of s.ejected) if (this.outlier.apply(e, now)) this.count(e, 'remote');
-    for (const d of s.drain) this.draining.set(d.instanceId, d);
-    for (const p of s.probe) this.applyProbe(p);
+    for (const e of s.ejected) {
+      if (this.outlier.apply(e, now)) {
+        this.count(e, 'remote');
+        this.emit({ type: 'ejected', source: 'remote', ejection: e });
+      }
+    }
+    for (const d of s.drain) {
+      if (!this.isDraining(d.instanceId, now)) this.emit({ type: 'drained', source: 'remote', instanceId: d.instanceId });
+      this.draining.set(d.instanceId, d);
+    }
+    for (const p of s.probe) this.applyProbe(p, 'remote');
   }
 }
 
