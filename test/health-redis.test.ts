@@ -10,7 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import { DomainError } from '../src/core/errors.ts';
 import {
-  ActiveHealthChecker, IdempotencyStore, InstanceHealth, RedisLeaderLock, outcomeOf, requestFingerprint, type ProbeTarget, type StoredResponse,
+  ActiveHealthChecker, IdempotencyStore, InstanceHealth, RedisLeaderLock, SoloLeader, outcomeOf, requestFingerprint, type ProbeTarget, type StoredResponse,
 } from '../src/health/index.ts';
 
 const REDIS_HOST = process.env.TEST_REDIS_HOST ?? '127.0.0.1';
@@ -219,6 +219,24 @@ describe('active health through a leader', () => {
       await alive.stop();
       await flaky.stop();
       await broken.stop();
+    }
+  });
+
+  it('without Redis a node probes alone; a hanging upstream is taken out with a timeout reason', async () => {
+    const hanging = await new Upstream(() => { /* accepts, never answers */ }).start();
+    const h = new InstanceHealth({ serviceSize: () => 2 });
+    const checker = new ActiveHealthChecker({
+      health: h, leader: new SoloLeader(), targets: () => [hanging.target('h1', 'svc')],
+      intervalMs: 20, timeoutMs: 100, unhealthyThreshold: 2, healthyThreshold: 1, downLeaseMs: 10_000,
+    });
+    try {
+      await checker.start();
+      assert.equal(checker.isLeader, true);
+      await until('the hanging instance is out', () => !h.isAvailable('h1'));
+      assert.match(h.healthOf('h1').reason!, /timed out after 100 ms/);
+    } finally {
+      await checker.stop();
+      await hanging.stop();
     }
   });
 
@@ -501,9 +519,13 @@ describe('killing one of three instances under traffic', () => {
     const ups = await Promise.all([0, 1, 2].map(() => new Upstream().start()));
     const instances = ups.map((u, i) => ({ id: `i${i}`, serviceId: 'svc', url: `http://127.0.0.1:${u.port}/` }));
     const nodes = [await node(p, sizes, { outlier: { consecutiveFailures: 5 } }), await node(p, sizes, { outlier: { consecutiveFailures: 5 } })];
+    // Attempts started after the kill completed and failed (what ejection should bound),
+    // and attempts that were already in flight when the instance died (no health check can save those).
     const failed = [0, 0];
+    const caught = [0, 0];
     const answered = [0, 0];
     let killed = false;
+    let dead = false;
 
     // A node's request loop: round-robin over the filtered candidates, failing over on errors.
     async function traffic(k: number): Promise<void> {
@@ -514,11 +536,13 @@ describe('killing one of three instances under traffic', () => {
           if (i === 20 && k === 0 && !killed) {
             killed = true;
             await ups[1].stop();
+            dead = true;
           }
           const list = h.filter(instances);
           const start = i % list.length;
           const order = [...list.slice(start), ...list.slice(0, start)];
           for (const inst of order) {
+            const afterKill = dead;
             try {
               const res = await request(inst.url, { dispatcher: agent, headersTimeout: 2000 });
               await res.body.dump();
@@ -527,7 +551,8 @@ describe('killing one of three instances under traffic', () => {
               break;
             } catch (err) {
               const code = (err as { code?: string }).code;
-              if (killed) failed[k]++;
+              if (afterKill) failed[k]++;
+              else caught[k]++;
               h.report(inst, outcomeOf(null, { kind: code === 'ECONNREFUSED' ? 'refused' : 'reset', unreached: code === 'ECONNREFUSED' }), code);
             }
           }
@@ -542,9 +567,9 @@ describe('killing one of three instances under traffic', () => {
       await Promise.all([traffic(0), traffic(1)]);
       assert.equal(answered[0] + answered[1], 120, 'every request was answered by a live instance');
       assert.ok(failed[0] <= 1 && failed[1] <= 1, `failed attempts per node after the kill: ${failed.join(', ')}`);
-      assert.ok(failed[0] + failed[1] >= 1, 'the kill was noticed by at least one attempt');
+      assert.ok(failed[0] + failed[1] + caught[0] + caught[1] >= 1, 'the kill was noticed by at least one attempt');
       await until('ejected on both nodes', () => nodes.every((h) => h.isEjected('i1')));
-      t.diagnostic(`failed attempts after the kill: node a ${failed[0]}, node b ${failed[1]}`);
+      t.diagnostic(`failed attempts started after the kill: node a ${failed[0]}, node b ${failed[1]}; in flight at the kill: ${caught[0]}, ${caught[1]}`);
       assert.deepEqual(nodes[1].filter(instances).map((i) => i.id), ['i0', 'i2']);
     } finally {
       for (const h of nodes) await h.stop();

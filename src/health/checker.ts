@@ -49,6 +49,16 @@ export interface ActiveCheckOptions {
   random?: () => number;
 }
 
+const TIMEOUTS = new Set(['TimeoutError', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT', 'ETIMEDOUT']);
+
+/** A short reason for a failed probe: the error's string code (DOMException's `code` is a number, so its name is used). */
+export function probeFailure(err: unknown, timeoutMs: number): string {
+  const e = err as { code?: unknown; name?: unknown; cause?: { code?: unknown } };
+  const str = (v: unknown) => (typeof v === 'string' && v !== '' ? v : undefined);
+  const code = str(e?.code) ?? str(e?.cause?.code) ?? str(e?.name) ?? 'error';
+  return TIMEOUTS.has(code) ? `probe timed out after ${timeoutMs} ms` : `probe failed: ${code}`;
+}
+
 interface Counter { fails: number; passes: number; up: boolean; since: number; reason: string }
 
 export class ActiveHealthChecker {
@@ -147,9 +157,7 @@ export class ActiveHealthChecker {
       return { ok: false, reason: `probe answered ${res.statusCode}` };
     } catch (err) {
       this.probeFailuresTotal++;
-      const e = err as { code?: string; name?: string; message?: string; cause?: { code?: string } };
-      const code = e.code ?? e.cause?.code ?? e.name ?? 'error';
-      return { ok: false, reason: code === 'TimeoutError' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT' ? `probe timed out after ${this.timeoutMs} ms` : `probe failed: ${code}` };
+      return { ok: false, reason: probeFailure(err, this.timeoutMs) };
     }
   }
 
