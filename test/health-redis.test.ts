@@ -10,7 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import { DomainError } from '../src/core/errors.ts';
 import {
-  ActiveHealthChecker, IdempotencyStore, InstanceHealth, RedisLeaderLock, SoloLeader, outcomeOf, requestFingerprint, type ProbeTarget, type StoredResponse,
+  ActiveHealthChecker, IdempotencyStore, InstanceHealth, PgAdvisoryLeader, RedisLeaderLock, SoloLeader, outcomeOf, requestFingerprint, type ProbeTarget, type StoredResponse,
 } from '../src/health/index.ts';
 
 const REDIS_HOST = process.env.TEST_REDIS_HOST ?? '127.0.0.1';
@@ -607,6 +607,47 @@ describe('hostile or foreign data in Redis', () => {
     } finally {
       await a.stop();
       await b.stop();
+    }
+  });
+});
+
+describe('leader by PostgreSQL advisory lock', () => {
+  it('one session leads; when it dies another takes over, and a clean stop hands over', async () => {
+    const { PG_HOST, PG_PORT, PG_USER, adminSql } = await import('./support/env.ts');
+    const { default: postgres } = await import('postgres');
+    const key = BigInt(1_000_000 + Math.floor(Math.random() * 1_000_000_000));
+    const single = () => postgres({ host: PG_HOST, port: PG_PORT, user: PG_USER, database: 'postgres', max: 1, onnotice: () => {} });
+    const sqlA = single();
+    const sqlB = single();
+    const admin = adminSql();
+    const a = new PgAdvisoryLeader(sqlA, { lockKey: key, roundMs: 50 });
+    const b = new PgAdvisoryLeader(sqlB, { lockKey: key, roundMs: 50 });
+    const holder = async () => {
+      const rows = await admin<{ pid: number }[]>`SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = 0 AND objid = ${Number(key)} AND objsubid = 1`;
+      return rows.map((r) => r.pid);
+    };
+    try {
+      await a.start();
+      await b.start();
+      assert.equal(a.isLeader, true);
+      assert.equal(b.isLeader, false);
+      const [pidA] = await holder();
+      assert.ok(pidA, 'the lock is held by a session');
+      // The leader's session dies (a crashed node, a restarted connection).
+      await admin`SELECT pg_terminate_backend(${pidA})`;
+      await until('node b takes over', () => b.isLeader);
+      await until('node a notices it lost the lock', () => !a.isLeader);
+      const [pidB] = await holder();
+      assert.notEqual(pidB, pidA);
+      // A clean stop releases at once.
+      await b.stop();
+      await until('node a leads again', () => a.isLeader);
+      assert.throws(() => new PgAdvisoryLeader(sqlA, { lockKey: 2n ** 64n }), (e: unknown) => e instanceof DomainError && e.field === 'lockKey');
+      assert.throws(() => new PgAdvisoryLeader(admin, { lockKey: 1n }), (e: unknown) => e instanceof DomainError && e.field === 'sql');
+    } finally {
+      await a.stop();
+      await b.stop();
+      await Promise.all([sqlA.end(), sqlB.end(), admin.end()]);
     }
   });
 });

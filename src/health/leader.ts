@@ -17,6 +17,7 @@
 //   key so the takeover is immediate.
 // Without Redis every node leads for itself (`SoloLeader`): each probes alone.
 import type { Redis } from 'ioredis';
+import type postgres from 'postgres';
 import { invalid } from '../core/errors.ts';
 import { withTimeout } from './timeout.ts';
 
@@ -167,5 +168,100 @@ export class RedisLeaderLock implements LeaderLock {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
     this.set('follower');
+  }
+}
+
+// Rules (PostgreSQL advisory lock, the alternative to the Redis lock):
+// - The lock is a session-level pg_try_advisory_lock on a client of its own
+//   with a single connection (max 1), so every statement runs in the same
+//   session. PostgreSQL releases the lock the moment that session ends, so a
+//   dead leader is replaced at the followers' next round (every `roundMs`).
+// - The leader checks every round that its session is still the one that took
+//   the lock (same backend pid): the client reconnects by itself after a lost
+//   connection, and the new session holds nothing. Then it steps down and
+//   competes again like any follower.
+// (A reserved connection of a shared pool is not used: querying one whose
+// backend was terminated throws inside postgres.js instead of rejecting.)
+
+export interface PgLeaderOptions {
+  /** 64-bit advisory lock key shared by the cluster. */
+  lockKey: bigint;
+  roundMs?: number;
+  log?: { warn(obj: object, msg: string): void };
+}
+
+export class PgAdvisoryLeader implements LeaderLock {
+  isLeader = false;
+  readonly roundMs: number;
+  /** Bound on each statement (connecting included): at least 2 s, whatever the round. */
+  private readonly timeoutMs: number;
+  /** Backend pid of the session holding the lock while leading. */
+  private pid: number | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private ticking: Promise<void> | null = null;
+  private cbs: Array<(leader: boolean) => void> = [];
+
+  /** `sql` must be a client of its own with `max: 1`. */
+  constructor(private readonly sql: postgres.Sql, private readonly opts: PgLeaderOptions) {
+    this.roundMs = opts.roundMs ?? 5_000;
+    if (!(Number.isSafeInteger(this.roundMs) && this.roundMs >= 10)) throw invalid(`leader roundMs must be an integer ≥ 10, got ${this.roundMs}`, { field: 'roundMs' });
+    this.timeoutMs = Math.max(this.roundMs, 2_000);
+    if (typeof opts.lockKey !== 'bigint' || opts.lockKey < -(2n ** 63n) || opts.lockKey >= 2n ** 63n) {
+      throw invalid('leader lockKey must be a signed 64-bit bigint', { field: 'lockKey' });
+    }
+    if (sql.options?.max !== 1) throw invalid('the advisory-lock client must have exactly one connection (max: 1)', { field: 'sql' });
+  }
+
+  onChange(cb: (leader: boolean) => void): void {
+    this.cbs.push(cb);
+  }
+
+  private set(leader: boolean): void {
+    if (!leader) this.pid = null;
+    if (leader === this.isLeader) return;
+    this.isLeader = leader;
+    for (const cb of this.cbs) cb(leader);
+  }
+
+  async start(): Promise<void> {
+    if (this.timer) return;
+    this.timer = setInterval(() => void this.tick(), this.roundMs);
+    this.timer.unref();
+    await this.tick();
+  }
+
+  tick(): Promise<void> {
+    this.ticking ??= this.round().finally(() => { this.ticking = null; });
+    return this.ticking;
+  }
+
+  private async round(): Promise<void> {
+    const key = this.opts.lockKey.toString();
+    try {
+      if (this.isLeader) {
+        const [row] = await withTimeout(this.sql<[{ pid: number }]>`SELECT pg_backend_pid() AS pid`, this.timeoutMs);
+        if (row.pid === this.pid) return;
+        this.opts.log?.warn({ pid: row.pid, was: this.pid }, 'leader session was replaced; the lock went with it');
+        this.set(false);
+      }
+      const [row] = await withTimeout(this.sql<[{ pid: number; ok: boolean }]>`SELECT pg_backend_pid() AS pid, pg_try_advisory_lock(${key}::bigint) AS ok`, this.timeoutMs);
+      if (row.ok) this.pid = row.pid;
+      this.set(row.ok === true);
+    } catch (err) {
+      if (this.isLeader) this.opts.log?.warn({ err }, 'leader session unreachable; stepping down');
+      this.set(false);
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    await this.ticking?.catch(() => {});
+    if (this.isLeader) {
+      // All of them: a lock call that timed out here may have landed too, and
+      // session locks stack (the client is dedicated, so nothing else is held).
+      await withTimeout(this.sql`SELECT pg_advisory_unlock_all()`, this.timeoutMs).catch(() => {});
+    }
+    this.set(false);
   }
 }
