@@ -64,7 +64,7 @@ export interface DecisionRows {
 
 export interface UserEntry { readonly id: string; readonly account: string; readonly status: number; readonly isSuperuser: boolean }
 export interface DepartmentEntry { readonly id: string; readonly orgId: string; readonly superId: string | null; readonly toSuper: boolean }
-export interface RoleEntry { readonly id: string; readonly orgId: string; readonly authzManage: boolean }
+export interface RoleEntry { readonly id: string; readonly orgId: string; readonly authzManage: boolean; readonly managementPermissions: readonly string[] }
 export interface AppEntry { readonly id: string; readonly appId: string; readonly projectId: string; readonly name: string; readonly ownerUserId: string; readonly status: 'ACTIVE' | 'DISABLED'; readonly boundServiceId: string | null }
 /** Valid for `validFrom ≤ now < validUntil`; null bounds are open. */
 export interface ProjectEntry { readonly id: string; readonly validFrom: number | null; readonly validUntil: number | null }
@@ -170,7 +170,10 @@ function decidesOver(g: GrantEntry, cur: GrantEntry | undefined): boolean {
 
 const userEntry = (r: UserRow): UserEntry => ({ id: idKey(r.id), account: r.account, status: r.status, isSuperuser: r.isSuperuser === true });
 const deptEntry = (r: DepartmentRow): DepartmentEntry => ({ id: idKey(r.id), orgId: idKey(r.orgId), superId: r.superId === null || r.superId === undefined ? null : idKey(r.superId), toSuper: r.permInherit === 'to_super' });
-const roleEntry = (r: RoleRow): RoleEntry => ({ id: idKey(r.id), orgId: idKey(r.orgId), authzManage: Array.isArray(r.managementPermissions) && r.managementPermissions.includes('authz_manage') });
+const roleEntry = (r: RoleRow): RoleEntry => {
+  const perms = Array.isArray(r.managementPermissions) ? r.managementPermissions.filter((x): x is string => typeof x === 'string') : [];
+  return { id: idKey(r.id), orgId: idKey(r.orgId), authzManage: perms.includes('authz_manage'), managementPermissions: perms };
+};
 const appEntry = (r: AppRow): AppEntry => ({ id: idKey(r.id), appId: r.appId, projectId: idKey(r.projectId), name: r.name, ownerUserId: idKey(r.ownerUserId), status: r.status, boundServiceId: r.boundServiceId === null || r.boundServiceId === undefined ? null : idKey(r.boundServiceId) });
 function projectEntry(r: ProjectRow): ProjectEntry {
   if (r.isPermanent) return { id: idKey(r.id), validFrom: null, validUntil: null };

@@ -30,8 +30,22 @@ export interface AppDeps {
   publicBaseUrl: boolean;
   /** Runs after a registration committed (platform connect / resource sync). */
   afterRegister?: (reg: Registration, result: RegisterResult) => Promise<void>;
-  /** Extra routes mounted under /api (e.g. the node's own OperationsAPI at /api/ops). */
-  mounts?: Array<{ prefix: string; handle: (req: IncomingRequest, res: ResponseWriter, rest: string, requestId: string) => Promise<void> }>;
+  /**
+   * Surfaces mounted at a path prefix (the node's own OperationsAPI at /api/ops, the
+   * access plane's management APIs, the console). Matched in order, before the
+   * built-in /api routes; each answers everything under its prefix itself.
+   */
+  mounts?: Mount[];
+}
+
+export interface Mount {
+  prefix: string;
+  handle: (req: IncomingRequest, res: ResponseWriter, rest: string, requestId: string) => void | Promise<void>;
+}
+
+/** `path` is `prefix` or below it (a segment boundary). */
+export function under(path: string, prefix: string): boolean {
+  return path === prefix || (path.startsWith(prefix) && (prefix.endsWith('/') || path.charCodeAt(prefix.length) === 47));
 }
 
 export function createApp(deps: AppDeps): Handler {
@@ -48,13 +62,25 @@ export function createApp(deps: AppDeps): Handler {
       if (req.method === 'OPTIONS') return sendPreflight(req, res, PROXY_METHODS, config.corsMaxAge);
       return deps.proxy.handle(req, res, path.slice(10), ipOf(req), requestId);
     }
-    return api(req, res, requestId).catch((err) => {
-      const e = toHttpError(err, config.bodyLimit);
-      if (!e) log.error({ err, requestId, path }, 'request failed');
-      const he = e ?? new HttpError(500, 'internal error; see the proxy log for request ' + requestId);
-      if (!res.aborted) sendJson(res, he.status, errorBody(he), [...corsHeaders(req), ['x-request-id', requestId], ...he.headers]);
-    });
+    for (const m of deps.mounts ?? []) {
+      if (!under(path, m.prefix)) continue;
+      try {
+        const p = m.handle(req, res, path.slice(m.prefix.length), requestId);
+        return p ? p.catch((err) => failed(req, res, requestId, err)) : undefined;
+      } catch (err) {
+        return failed(req, res, requestId, err);
+      }
+    }
+    return api(req, res, requestId).catch((err) => failed(req, res, requestId, err));
   };
+
+  /** A route threw: its HTTP error, or a 500 that names the request id (the log has the rest). */
+  function failed(req: IncomingRequest, res: ResponseWriter, requestId: string, err: unknown): void {
+    const e = toHttpError(err, config.bodyLimit);
+    if (!e) log.error({ err, requestId, path: req.path }, 'request failed');
+    const he = e ?? new HttpError(500, 'internal error; see the proxy log for request ' + requestId);
+    if (!res.aborted) sendJson(res, he.status, errorBody(he), [...corsHeaders(req), ['x-request-id', requestId], ...he.headers]);
+  }
 
   async function api(req: IncomingRequest, res: ResponseWriter, requestId: string): Promise<void> {
     const path = req.path.length > 4 && req.path.endsWith('/') ? req.path.slice(0, -1) : req.path;
@@ -103,9 +129,6 @@ export function createApp(deps: AppDeps): Handler {
       if (!removed) throw new HttpError(404, `no registered instance with id or address '${key}'`);
       await deps.registry.refresh().catch(() => {});
       return sendJson(res, 200, { deleted: registryResponse(removed) }, common());
-    }
-    for (const m of deps.mounts ?? []) {
-      if (path === m.prefix || path.startsWith(m.prefix + '/')) return m.handle(req, res, req.path.slice(m.prefix.length), requestId);
     }
     throw new HttpError(404, `no route for ${req.method} ${req.path}`);
   }

@@ -9,7 +9,7 @@ import { RegistryStore } from '../registry/store.ts';
 import { ProxyHandler } from '../proxy/index.ts';
 import { Upstream } from '../proxy/upstream.ts';
 import { createApp, type AppDeps } from '../routes/index.ts';
-import { createOpsApi } from '../routes/ops.ts';
+import { managementMounts } from '../routes/surfaces.ts';
 import { listen } from '../http/listen.ts';
 import type { Listener } from '../http/types.ts';
 import { isPrivateIp } from '../net/ip.ts';
@@ -182,7 +182,10 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
       store,
       publicBaseUrl: await isPublicHost(config.baseUrl),
       afterRegister: (reg, result) => platform.afterRegister(reg, result),
-      mounts: [{ prefix: '/api/ops', handle: createOpsApi({ config, log, repo: platform.repo, tokens: platform.tokens, openapi: platform.openapi }) }],
+      mounts: managementMounts({
+        config, log, db, registry, registryStore: store, platform, access,
+        auth: { view: accessView, sigv4: accessDeps.sigv4, bodyLimit: config.bodyLimit },
+      }),
       readiness: async () => {
         try {
           // Every probe: both pools answer. The migration state (six catalog queries)

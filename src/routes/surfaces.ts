@@ -1,0 +1,32 @@
+// Every management surface the node mounts, in one list: each surface is one
+// file of src/routes exporting a factory that takes this context and returns its
+// Mount. A new surface adds one line here.
+import type { Logger } from 'pino';
+import type { Config } from '../config/index.ts';
+import type { Database } from '../db/index.ts';
+import type { AccessView, AuthzStore, Credentials } from '../access/index.ts';
+import type { PlatformLink } from '../platform/index.ts';
+import type { RegistryCache, RegistryStore } from '../registry/index.ts';
+import type { Redis } from '../redis/index.ts';
+import type { Mount } from './index.ts';
+import type { ManagementAuthDeps } from './management-auth.ts';
+import { createOpsApi } from './ops.ts';
+
+export interface SurfaceContext {
+  config: Config;
+  log: Logger;
+  db: Database;
+  registry: RegistryCache;
+  registryStore: RegistryStore;
+  platform: PlatformLink;
+  access: { view: AccessView; store: AuthzStore; credentials: Credentials; redis: Redis | null };
+  /** What authenticateManagement needs. */
+  auth: ManagementAuthDeps;
+}
+
+export function managementMounts(ctx: SurfaceContext): Mount[] {
+  const { config, log, platform } = ctx;
+  return [
+    { prefix: '/api/ops', handle: createOpsApi({ config, log, repo: platform.repo, tokens: platform.tokens, openapi: platform.openapi }) },
+  ];
+}
