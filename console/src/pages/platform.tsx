@@ -34,14 +34,15 @@ export function PlatformPage() {
             ['Node id', p?.node_id ?? '—'],
             ['Last sync', p?.last_sync ? fmtTime(p.last_sync) : '—'],
             ['Platform URL', p?.url ?? '—'],
+            ['Console URL', p?.console_url ?? '—'],
             ['Last error', p?.error ?? r.error ?? '—'],
           ];
           return (
             <>
               <dl class="facts">{rows.map(([k, v]) => <><dt>{k}</dt><dd data-fact={k}>{v}</dd></>)}</dl>
-              {p?.console_url || p?.url ? (
-                <p>Platform console: <a href={p.console_url ?? 'https://ops.utilmeta.com'} rel="noreferrer noopener" target="_blank">{p.console_url ?? 'https://ops.utilmeta.com'}</a></p>
-              ) : <p class="state empty">This node is not linked to the UtilMeta platform (SUPERVISOR_* unset).</p>}
+              {p?.console_url
+                ? <p>Platform console: <a href={p.console_url} rel="noreferrer noopener" target="_blank">{p.console_url}</a></p>
+                : !p?.configured && <p class="state empty">This node is not linked to the UtilMeta platform (UTILMETA_PROXY_SUPERVISOR_* unset).</p>}
             </>
           );
         }}
