@@ -14,8 +14,8 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { LISTENERS } from './support/env.ts';
-import { uwsAvailable } from '../src/server/listen.ts';
-import type { ListenerKind } from '../src/server/types.ts';
+import { uwsAvailable } from '../src/http/listen.ts';
+import type { ListenerKind } from '../src/http/types.ts';
 import {
   SURFACES, buildRequest, escapesBase, exchange, expand, isAccepted, judge, leaks, loadCorpus, outcomeLabel, parseResponses,
   type CorpusCase, type Outcome, type Vars,

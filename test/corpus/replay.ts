@@ -2,8 +2,8 @@
 // failures per invariant, then every failing case.
 //   node --import tsx test/corpus/replay.ts [--listener uws|node] [--surface NAME] [--quiet]
 import { parseArgs } from 'node:util';
-import { uwsAvailable } from '../../src/server/listen.ts';
-import type { ListenerKind } from '../../src/server/types.ts';
+import { uwsAvailable } from '../../src/http/listen.ts';
+import type { ListenerKind } from '../../src/http/types.ts';
 import { loadCorpus } from './cases.ts';
 import { failures, replayCorpus, startCorpusEnv, DEADLINE_MS } from './run.ts';
 

@@ -5,7 +5,7 @@ import type postgres from 'postgres';
 import { adminSql, freshDatabases, startTestNode, type TestDatabases, type TestNode } from '../support/env.ts';
 import { insertInstanceResource, registrationBody } from '../support/ops.ts';
 import { startUpstream, type TestUpstream } from '../support/upstream.ts';
-import type { ListenerKind } from '../../src/server/types.ts';
+import type { ListenerKind } from '../../src/http/types.ts';
 import { DB_SURFACES, buildRequest, escapesBase, exchange, judge, type CaseResult, type CorpusCase, type Vars } from './cases.ts';
 
 /** Upstream timeouts of the node under test; a case may take this long plus a margin, no more. */
