@@ -29,9 +29,8 @@ type Invariant = 'status500' | 'leaks' | 'hangs' | 'unacceptable' | 'upstreamEsc
 /** What fails today, per listener, and why (see the branch report for the fixes). */
 const KNOWN: Record<ListenerKind, Partial<Record<Invariant, string>>> = {
   uws: {
-    status500: 'non-ASCII Origin echoed into a header the uWS adapter refuses',
     hangs: 'uWS keeps malformed headers (no Host, `_`/space/NUL/CTL in names, CTL in values, obs-fold, >100 headers, odd Transfer-Encoding) open until its 10 s idle timeout',
-    unacceptable: 'the 500s and hangs above, plus: duplicate Content-Length forwarded (502), lenient TE/chunk parsing in uWS, raw high bytes in the path (502), registrations accepted with bad base_url / NUL',
+    unacceptable: 'the hangs above, plus: duplicate Content-Length forwarded (502), lenient TE/chunk parsing in uWS, raw high bytes in the path (502), registrations accepted with bad base_url / NUL',
     upstreamEscapes: 'dot-segments in /api/proxy paths are forwarded as received',
   },
   node: {
