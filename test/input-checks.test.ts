@@ -5,6 +5,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { MAX_ORIGIN_LENGTH, corsHeaders, wellFormedOrigin } from '../src/api/respond.ts';
 import type { IncomingRequest } from '../src/http/types.ts';
+import { pathProblem } from '../src/proxy/stages/path.ts';
 
 const withHeaders = (headers: Array<[string, string]>): IncomingRequest =>
   ({ headers, header: (n: string) => headers.find(([k]) => k === n)?.[1] }) as unknown as IncomingRequest;
@@ -35,5 +36,40 @@ describe('wellFormedOrigin / corsHeaders', () => {
     const echoed = corsHeaders(withHeaders([['origin', 'http://127.0.0.1:5173']]));
     assert.equal(echoed.find(([k]) => k === 'access-control-allow-origin')?.[1], 'http://127.0.0.1:5173');
     assert.equal(echoed.find(([k]) => k === 'access-control-allow-credentials')?.[1], 'true');
+  });
+});
+
+describe('pathProblem (proxy path safety)', () => {
+  it('lets ordinary paths and queries through untouched', () => {
+    const ok: Array<[string, string]> = [
+      ['', ''], ['/', ''], ['/a/b', 'x=1'], ['/a.b/c..d/.e/f.', ''], ['/...', ''], ['/a%2Fb', ''], ['/caf%C3%A9', ''], ['/%ef%bc%8e%ef%bc%8e/x', ''],
+      ['/%252e%252e/x', ''], ['//x', ''], ['/@127.0.0.2/x', ''], ['/:1/x', ''], ['/a;b=c', ''], ['/a', 'a=/../../x'], ['/a', 'a=%zz&b=%'],
+      ['/a', 'q=%0d%0a%00'], ['/x', 'a'.repeat(16000)],
+    ];
+    for (const [p, q] of ok) assert.equal(pathProblem(p, q), null, `${p}?${q}`);
+  });
+
+  it('refuses dot-segments, plain, percent-encoded in any case, mixed, behind %2F or ;', () => {
+    for (const p of ['/..', '/.', '/../x', '/a/../../b', '/./a', '/a/..', '/%2e%2e/x', '/%2E%2E/x', '/.%2e/x', '/%2e./x', '/%2e', '/..%2F..%2Fx',
+      '/a%2F..%2Fb', '/a%2f.', '/..;/x', '/.;x=1/y', '/..'.repeat(200) + '/x']) {
+      assert.match(pathProblem(p, '') ?? '', /dot-segment/, p);
+    }
+  });
+
+  it('refuses backslashes, raw or encoded', () => {
+    for (const p of ['/..\\..\\x', '/a\\b', '/..%5c..%5cx', '/a%5Cb']) assert.match(pathProblem(p, '') ?? '', /backslash/, p);
+  });
+
+  it('refuses raw bytes outside 0x21-0x7E in the path or the query', () => {
+    for (const p of ['/a b', '/\u00ff\u00fe', '/\u00e9', '/\ufffd', '/a\u0000b', '/a\tb', '/a\u007fb', '/\u2024\u2024/x']) {
+      assert.match(pathProblem(p, '') ?? '', /outside printable ASCII/, JSON.stringify(p));
+    }
+    for (const q of ['\u00ff=\u00fe', 'a=b c', 'a=\u0001']) assert.match(pathProblem('/a', q) ?? '', /query/, JSON.stringify(q));
+  });
+
+  it('refuses encoded control characters and invalid percent-encoding in the path', () => {
+    for (const p of ['/a%00b', '/a%0d%0aX-Injected:%201', '/a%09b', '/a%7F', '/a%1f']) assert.match(pathProblem(p, '') ?? '', /control character/, p);
+    for (const p of ['/a%zz', '/a%', '/a%4', '/%g0', '/%%30']) assert.match(pathProblem(p, '') ?? '', /invalid percent-encoding/, p);
+    for (const p of ['/%ff%fe', '/%c0%ae%c0%ae/x', '/..%c0%afx', '/%e2%82']) assert.match(pathProblem(p, '') ?? '', /not UTF-8/, p);
   });
 });
