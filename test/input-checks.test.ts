@@ -6,6 +6,8 @@ import assert from 'node:assert/strict';
 import { MAX_ORIGIN_LENGTH, corsHeaders, wellFormedOrigin } from '../src/api/respond.ts';
 import type { IncomingRequest } from '../src/http/types.ts';
 import { pathProblem } from '../src/proxy/stages/path.ts';
+import { normalizeInstanceUrl, nulPath, parseRegistration, urlRoundTrips } from '../src/registry/registration.ts';
+import { DomainError } from '../src/core/errors.ts';
 
 const withHeaders = (headers: Array<[string, string]>): IncomingRequest =>
   ({ headers, header: (n: string) => headers.find(([k]) => k === n)?.[1] }) as unknown as IncomingRequest;
@@ -71,5 +73,68 @@ describe('pathProblem (proxy path safety)', () => {
     for (const p of ['/a%00b', '/a%0d%0aX-Injected:%201', '/a%09b', '/a%7F', '/a%1f']) assert.match(pathProblem(p, '') ?? '', /control character/, p);
     for (const p of ['/a%zz', '/a%', '/a%4', '/%g0', '/%%30']) assert.match(pathProblem(p, '') ?? '', /invalid percent-encoding/, p);
     for (const p of ['/%ff%fe', '/%c0%ae%c0%ae/x', '/..%c0%afx', '/%e2%82']) assert.match(pathProblem(p, '') ?? '', /not UTF-8/, p);
+  });
+});
+
+describe('registration: URLs and string fields', () => {
+  const address = '127.0.0.1:8001';
+  const doc = (extra: Record<string, unknown>) => JSON.stringify({
+    name: 'svc', address, base_url: `http://${address}/api`, ops_api: `http://${address}/api/ops`, instance_id: '1',
+    version: '1.0.0', language: 'python', utilmeta_version: '2.7.0', ...extra,
+  });
+  const refusal = async (extra: Record<string, unknown>): Promise<string> => {
+    try {
+      await parseRegistration(doc(extra));
+    } catch (err) {
+      assert.ok(err instanceof DomainError && err.kind === 'invalid', String(err));
+      return err.message;
+    }
+    return 'accepted';
+  };
+
+  it('keeps canonical URLs as given, joins paths onto the address', () => {
+    assert.equal(normalizeInstanceUrl('base_url', `http://${address}/api`, address), `http://${address}/api`);
+    assert.equal(normalizeInstanceUrl('base_url', `http://${address}`, address), `http://${address}`);
+    assert.equal(normalizeInstanceUrl('base_url', `http://${address}/api/`, address), `http://${address}/api/`);
+    assert.equal(normalizeInstanceUrl('base_url', '/api/v1/', address), `http://${address}/api/v1`);
+    assert.equal(normalizeInstanceUrl('base_url', 'api', address), `http://${address}/api`);
+    assert.equal(normalizeInstanceUrl('ops_api', `http://${address}/a%20b/ops`, address), `http://${address}/a%20b/ops`);
+  });
+
+  it('refuses scheme-relative, whitespace, control characters, backslashes and dot-segments, naming the field', () => {
+    const cases: Array<[string, RegExp]> = [
+      ['//127.0.0.2/api', /scheme-relative/],
+      [`http://${address}/a b`, /whitespace/],
+      [`http://${address}/api\r\nX: 1`, /whitespace or control/],
+      [`http://${address}/api\u0000`, /control/],
+      ['http:\\\\127.0.0.2\\api', /backslash/],
+      [`http://${address}/api/../../x`, /not a canonical URL/],
+      [`http://${address}/api/./x`, /not a canonical URL/],
+      [`http://${address}/api/%2e%2e/x`, /not a canonical URL/],
+      ['/api/../x', /not a canonical URL/],
+      [`http://${address}/a"b`, /not a canonical URL/],
+    ];
+    for (const [url, why] of cases) {
+      assert.throws(() => normalizeInstanceUrl('base_url', url, address), (e: Error) => why.test(e.message) && e.message.includes("'base_url'"), url);
+    }
+    assert.equal(urlRoundTrips('http://[::1/api'), false);
+  });
+
+  it('refuses C0 controls in every string field, with the field named; description may span lines', async () => {
+    for (const f of ['name', 'title', 'address', 'cwd', 'version', 'language', 'language_version', 'utilmeta_version', 'backend', 'backend_version', 'base_url', 'ops_api']) {
+      const msg = await refusal({ [f]: 'a\u0000b' });
+      assert.match(msg, new RegExp(`'${f}'`), `${f}: ${msg}`);
+    }
+    assert.match(await refusal({ description: 'a\u0000b' }), /'description' contains control characters/);
+    assert.match(await refusal({ title: 'a\nb' }), /'title' contains control characters/);
+    assert.equal(await refusal({ description: 'line one\nline two\tend' }), 'accepted');
+    assert.match(await refusal({ resources: { openapi: { paths: { '/x': { get: { summary: 'a\u0000' } } } } } }), /'resources\.openapi\.paths\./);
+    assert.equal(await refusal({ resources: { openapi: { info: { description: 'multi\nline' } } } }), 'accepted');
+  });
+
+  it('nulPath finds U+0000 in nested strings and keys', () => {
+    assert.equal(nulPath(new Map([['a', ['x', 'y\u0000']]]) as never, 'r'), 'r.a[1]');
+    assert.equal(nulPath(new Map([['a\u0000', 1]]) as never, 'r'), 'r (a key)');
+    assert.equal(nulPath(new Map([['a', 'b']]) as never, 'r'), null);
   });
 });
