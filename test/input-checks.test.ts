@@ -6,6 +6,8 @@ import assert from 'node:assert/strict';
 import { MAX_ORIGIN_LENGTH, corsHeaders, wellFormedOrigin } from '../src/api/respond.ts';
 import type { IncomingRequest } from '../src/http/types.ts';
 import { pathProblem } from '../src/proxy/stages/path.ts';
+import { MAX_HEADER_BYTES, MAX_HEADER_COUNT, framingError, framingErrorBody } from '../src/http/listener-util.ts';
+import { outboundHeaders } from '../src/proxy/control.ts';
 import { normalizeInstanceUrl, nulPath, parseRegistration, urlRoundTrips } from '../src/registry/registration.ts';
 import { DomainError } from '../src/core/errors.ts';
 
@@ -73,6 +75,65 @@ describe('pathProblem (proxy path safety)', () => {
     for (const p of ['/a%00b', '/a%0d%0aX-Injected:%201', '/a%09b', '/a%7F', '/a%1f']) assert.match(pathProblem(p, '') ?? '', /control character/, p);
     for (const p of ['/a%zz', '/a%', '/a%4', '/%g0', '/%%30']) assert.match(pathProblem(p, '') ?? '', /invalid percent-encoding/, p);
     for (const p of ['/%ff%fe', '/%c0%ae%c0%ae/x', '/..%c0%afx', '/%e2%82']) assert.match(pathProblem(p, '') ?? '', /not UTF-8/, p);
+  });
+});
+
+describe('framingError (request framing at the listener edge)', () => {
+  const h = (...pairs: Array<[string, string]>) => [['host', '127.0.0.1:1'], ...pairs] as Array<[string, string]>;
+  const status = (headers: Array<[string, string]>) => framingError(headers)?.status ?? null;
+
+  it('accepts one clear length, or one chunked', () => {
+    assert.equal(status(h()), null);
+    assert.equal(status(h(['content-length', '0'])), null);
+    assert.equal(status(h(['content-length', '1234'])), null);
+    assert.equal(status(h(['transfer-encoding', 'chunked'])), null);
+    assert.equal(status(h(['transfer-encoding', 'Chunked'])), null);
+    assert.equal(status(h(['x-a', 'tab\tinside'], ['x-b', 'ÿþ'])), null, 'HTAB and high bytes are allowed in values');
+    assert.equal(status(Array.from({ length: MAX_HEADER_COUNT }, (_, i) => [i === 0 ? 'host' : 'x-h', 'v'] as [string, string])), null);
+  });
+
+  it('refuses ambiguous lengths with 400', () => {
+    for (const [cl, why] of [['', 'empty'], ['abc', 'alpha'], ['-1', 'negative'], ['+2', 'plus'], ['0x2', 'hex'], ['2.0', 'float'], ['1 2', 'space'], ['2, 2', 'list']]) {
+      assert.equal(status(h(['content-length', cl])), 400, why);
+    }
+    assert.equal(status(h(['content-length', '2'], ['content-length', '2'])), 400, 'two equal lengths');
+    assert.equal(status(h(['content-length', '1'], ['content-length', '2'])), 400);
+    assert.equal(status(h(['transfer-encoding', 'gzip'])), 400);
+    assert.equal(status(h(['transfer-encoding', 'chunked, gzip'])), 400);
+    assert.equal(status(h(['transfer-encoding', 'xchunked'])), 400);
+    assert.equal(status(h(['transfer-encoding', 'chunked'], ['transfer-encoding', 'chunked'])), 400);
+    assert.equal(status(h(['transfer-encoding', 'chunked'], ['content-length', '3'])), 400);
+    assert.equal(status(h(['content-length', '3'], ['transfer-encoding', 'chunked'])), 400);
+  });
+
+  it('refuses a second Host, bad names and control characters in values with 400', () => {
+    assert.equal(status(h(['host', '127.0.0.2'])), 400);
+    assert.equal(status(h(['', '1'])), 400);
+    assert.equal(status(h(['x f', '1'])), 400);
+    assert.equal(status(h(['x/f', '1'])), 400);
+    for (const v of ['a\u0000b', 'a\u0001b', 'a\u001fb', 'a\u007fb', 'a\rb', 'a\nb']) assert.equal(status(h(['x-foo', v])), 400, JSON.stringify(v));
+  });
+
+  it('refuses too many or too large headers with 431', () => {
+    assert.equal(status(Array.from({ length: MAX_HEADER_COUNT + 1 }, () => ['x-h', 'v'] as [string, string])), 431);
+    assert.equal(status(h(['x-big', 'a'.repeat(MAX_HEADER_BYTES)])), 431);
+    assert.equal(status(h(['x-big', 'a'.repeat(8000)])), null);
+  });
+
+  it('names the problem in a JSON body', () => {
+    const e = framingError(h(['content-length', '1'], ['content-length', '2']))!;
+    assert.deepEqual(JSON.parse(framingErrorBody(e)), { error: 'more than one Content-Length header' });
+  });
+});
+
+describe('outboundHeaders', () => {
+  it('forwards at most one content-length', () => {
+    const req = withHeaders([['content-length', '2'], ['content-length', '3'], ['x-a', '1']]);
+    const out = outboundHeaders(req, true, [], '127.0.0.1');
+    const lengths = out.filter((_, i) => i % 2 === 0 && out[i] === 'content-length').length;
+    assert.equal(lengths, 1);
+    assert.equal(out[out.indexOf('content-length') + 1], '2');
+    assert.equal(outboundHeaders(req, false, [], '127.0.0.1').includes('content-length'), false, 'none while the body changes');
   });
 });
 

@@ -15,6 +15,9 @@ import {
   byteLength,
   declaredLength,
   formatIp,
+  framingError,
+  framingErrorBody,
+  type FramingError,
   isBodylessStatus,
   isListenerOwnedHeader,
   mayReportLength,
@@ -365,8 +368,16 @@ class UwsResponse implements ResponseWriter {
   }
 }
 
+/** Answers a request whose framing is refused and closes the connection (uWS then adds Connection: close itself). */
+function refuseFraming(res: HttpResponse, e: FramingError, isHead: boolean): void {
+  res.cork(() => {
+    res.writeStatus(statusLine(e.status));
+    res.writeHeader('content-type', 'application/json');
+    res.end(isHead ? EMPTY : framingErrorBody(e), true);
+  });
+}
+
 function onRequest(res: HttpResponse, req: HttpRequest, handler: Handler, log: Logger | undefined): void {
-  const out = new UwsResponse(res, log);
   // Everything from `req` now: it is stack-allocated and gone after this returns.
   const m = req.getMethod(); // this build lower-cases the method
   const method = METHODS[m] ?? m.toUpperCase();
@@ -380,6 +391,10 @@ function onRequest(res: HttpResponse, req: HttpRequest, handler: Handler, log: L
     if (k === 'content-length') contentLength ??= v;
     else if (k === 'transfer-encoding') chunked = true;
   });
+  // First, before anything reads the body: answered synchronously, so no abort handler is needed.
+  const bad = framingError(headers);
+  if (bad) return refuseFraming(res, bad, method === 'HEAD');
+  const out = new UwsResponse(res, log);
   // Binary form: this build's getRemoteAddressAsText() prints unabbreviated IPv6.
   const remoteAddress = formatIp(new Uint8Array(res.getRemoteAddress()));
   out.isHead = method === 'HEAD';
