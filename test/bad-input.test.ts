@@ -30,7 +30,7 @@ type Invariant = 'status500' | 'leaks' | 'hangs' | 'unacceptable' | 'upstreamEsc
 const KNOWN: Record<ListenerKind, Partial<Record<Invariant, string>>> = {
   uws: {
     hangs: 'uWS keeps malformed headers (no Host, `_`/space/NUL/CTL in names, CTL in values, obs-fold, >100 headers, odd Transfer-Encoding) open until its 10 s idle timeout',
-    unacceptable: 'the hangs above, plus: uWS parser leniencies (empty header name dropped, lenient chunk parsing), header values that are not UTF-8 reach undici as U+FFFD (502 on the proxy)',
+    unacceptable: 'the hangs above, plus uWS parser leniencies JavaScript never sees: an empty header name dropped, chunks without CRLF and junk trailers accepted, junk chunk extensions stall the body',
   },
   node: {},
 };

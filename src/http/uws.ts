@@ -63,6 +63,7 @@ const EMPTY = Buffer.alloc(0);
 /** In chunked mode uWS buffers whatever it cannot send; after backpressure we first write this much to learn whether it drained. */
 const PROBE = 1024;
 const NO_HEADERS: HeaderList = [];
+const NON_ASCII = /[^\u0000-\u007f]/;
 const METHODS: Record<string, string> = {
   get: 'GET', post: 'POST', put: 'PUT', delete: 'DELETE', patch: 'PATCH', head: 'HEAD', options: 'OPTIONS',
 };
@@ -387,6 +388,11 @@ function onRequest(res: HttpResponse, req: HttpRequest, handler: Handler, log: L
   let contentLength: string | undefined;
   let chunked = false;
   req.forEach((k, v) => {
+    // This build decodes header bytes as UTF-8 (U+FFFD for invalid bytes), while
+    // node:http hands out one char per byte (latin1): re-encode so that both
+    // listeners give the same strings, and no value holds a char above 0xFF that
+    // an HTTP client (undici) then refuses to forward.
+    if (NON_ASCII.test(v)) v = Buffer.from(v, 'utf8').toString('latin1');
     headers.push([k, v]);
     if (k === 'content-length') contentLength ??= v;
     else if (k === 'transfer-encoding') chunked = true;
