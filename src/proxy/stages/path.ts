@@ -49,6 +49,23 @@ function decodeSegment(seg: string): string {
   return out;
 }
 
+/** Walks the raw segments; only one with `%` or `;` needs decoding (the common dotted file name does not). */
+function dotSegmentIn(path: string): boolean {
+  let start = 0;
+  for (;;) {
+    let end = path.indexOf('/', start);
+    if (end === -1) end = path.length;
+    if (end > start) {
+      const seg = path.substring(start, end);
+      if (seg.indexOf('%') === -1 && seg.indexOf(';') === -1) {
+        if (seg === '.' || seg === '..') return true;
+      } else if (hasDotSegment(decodeSegment(seg))) return true;
+    }
+    if (end === path.length) return false;
+    start = end + 1;
+  }
+}
+
 /**
  * Why the raw `path` (the part after /api/proxy, '' or '/…') and raw `query`
  * must not be forwarded, or null when they may go upstream as they are.
@@ -80,11 +97,7 @@ export function pathProblem(path: string, query: string): string | null {
       return 'the path percent-encodes bytes that are not UTF-8';
     }
   }
-  if (mayHaveDots) {
-    for (const seg of path.split('/')) {
-      if (hasDotSegment(decodeSegment(seg))) return 'the path contains a dot-segment (. or ..)';
-    }
-  }
+  if (mayHaveDots && dotSegmentIn(path)) return 'the path contains a dot-segment (. or ..)';
   for (let i = 0; i < query.length; i++) {
     const c = query.charCodeAt(i);
     if (c < 0x21 || c > 0x7e) return 'the query contains a character outside printable ASCII (percent-encode it)';
