@@ -122,8 +122,8 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
     cleanup.unshift(() => accessView.stop());
     const authzStore = new AuthzStore(db.registry);
     authzStore.onCommit((events) => {
-      accessView.applyLocal(events);
       if (redisUp(redis)) for (const e of events) void redis!.publish(channel, JSON.stringify(eventPayload(e))).catch(() => {});
+      return accessView.applyLocal(events);
     });
     const credentials = new Credentials(
       authzStore,
