@@ -204,3 +204,21 @@ describe('console static handler without a node', () => {
     assert.equal(b.out.status, 503);
   });
 });
+
+describe('withSessionCredential', () => {
+  const host = '127.0.0.1:8888';
+  it('adds the bearer only under the cookie rule, and keeps an explicit credential', async () => {
+    const { withSessionCredential } = await import('../src/routes/console-session.ts');
+    const ok = withSessionCredential(req({ host, cookie: `umproxy_session=${TOKEN}`, 'x-utilmeta-console': '1' }));
+    assert.equal(ok.header('authorization'), `Bearer ${TOKEN}`);
+    assert.ok(ok.headers.some(([k, v]) => k === 'authorization' && v === `Bearer ${TOKEN}`));
+    assert.equal(ok.header('host'), host);
+    assert.equal(ok.method, 'GET');
+    const bare = withSessionCredential(req({ host, cookie: `umproxy_session=${TOKEN}` }));
+    assert.equal(bare.header('authorization'), undefined);
+    const own = 'umt_' + 'B'.repeat(43);
+    const explicit = withSessionCredential(req({ host, cookie: `umproxy_session=${TOKEN}`, 'x-utilmeta-console': '1', 'x-auth-token': own }));
+    assert.equal(explicit.header('authorization'), undefined);
+    assert.equal(explicit.header('x-auth-token'), own);
+  });
+});

@@ -82,3 +82,32 @@ export function sessionCookie(token: string, maxAgeSeconds: number, secure: bool
 export function clearedSessionCookie(secure: boolean): string {
   return `${SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0${secure ? '; Secure' : ''}`;
 }
+
+const CREDENTIAL_HEADERS = new Set(['authorization', 'x-auth-token', 'x-amz-date', 'x-amz-security-token']);
+
+/**
+ * The request as management authentication should see it: when the console
+ * cookie may authenticate it (see sessionToken) and it carries no credential
+ * of its own, the same request with `Authorization: Bearer <token>` added;
+ * otherwise the request unchanged. An explicit credential always wins over the
+ * cookie, so a SigV4 or bearer call from the console page is judged as itself.
+ */
+export function withSessionCredential(req: IncomingRequest): IncomingRequest {
+  if (req.headers.some(([k]) => CREDENTIAL_HEADERS.has(k)) || /[?&]X-Amz-Signature=/i.test(req.query)) return req;
+  const token = sessionToken(req);
+  if (!token) return req;
+  const bearer = `Bearer ${token}`;
+  // Every member delegates to the listener's own request (its methods may rely on their receiver).
+  return {
+    method: req.method,
+    path: req.path,
+    query: req.query,
+    headers: [...req.headers, ['authorization', bearer]],
+    header: (name: string) => (name === 'authorization' ? bearer : req.header(name)),
+    remoteAddress: req.remoteAddress,
+    listener: req.listener,
+    hasBody: req.hasBody,
+    body: (limit: number) => req.body(limit),
+    readBody: (limit: number) => req.readBody(limit),
+  };
+}
