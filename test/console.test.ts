@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
+import aws4 from 'aws4';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { authzBootstrap, type BootstrapResult } from '../src/access/cli.ts';
 import { generateMasterKey } from '../src/access/crypto.ts';
@@ -226,6 +227,53 @@ describe('web console', () => {
     assert.equal(revoked.status, 401, 'signing out revoked the token');
     assert.deepEqual(violations, [], 'no CSP violations');
     assert.deepEqual(external, [], 'nothing is fetched from outside the node');
+    await page.close();
+  });
+  // Runs once the access-key endpoints are on this node and management authentication
+  // accepts the console cookie (withSessionCredential); until then it says which is missing.
+  it('in Chromium: create and rotate an access key, disable it, and its signed calls fail', async (t) => {
+    const signIn = await call(`${node.origin}/console/session`, { method: 'POST', headers: json, body: JSON.stringify({ account: admin.account, password: admin.password }) });
+    const cookie = `umproxy_session=${cookieOf(signIn)}`;
+    const probe = await call(`${node.origin}/api/v1/access-keys`, { headers: { cookie, 'x-utilmeta-console': '1' } });
+    if (probe.status === 404) return t.skip('GET /api/v1/access-keys is not on this node yet');
+    if (probe.status === 401) return t.skip('management authentication does not accept the console cookie yet (wire withSessionCredential)');
+    assert.equal(probe.status, 200, probe.text);
+    const cookieOnly = await call(`${node.origin}/api/v1/access-keys`, { headers: { cookie } });
+    assert.equal(cookieOnly.status, 401, 'the management API ignores the cookie without X-UtilMeta-Console: 1');
+
+    const signed = (id: string, secret: string) => {
+      const url = new URL(node.origin);
+      const opts = aws4.sign({ host: url.host, path: '/api/v1/access-keys', method: 'GET', service: 'utilmeta', region: 'pri' }, { accessKeyId: id, secretAccessKey: secret });
+      return call(`${node.origin}/api/v1/access-keys`, { headers: opts.headers as Record<string, string> });
+    };
+    const page = await context.newPage();
+    await page.goto(`${node.origin}/console/`);
+    await page.getByLabel('Account').fill(admin.account);
+    await page.getByLabel('Password').fill(admin.password);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.locator(`[data-user="${admin.account}"]`).waitFor();
+    await page.getByRole('link', { name: 'Access' }).click();
+    await page.getByRole('button', { name: 'keys' }).click();
+    await page.getByRole('button', { name: 'Create access key' }).click();
+    const firstId = await page.locator('[data-new-key]').innerText();
+    const firstSecret = await page.locator('[data-secret]').innerText();
+    assert.match(firstId, /^UMAK[A-Z2-7]{16}$/);
+    assert.match(firstSecret, /^[A-Za-z0-9]{40}$/);
+    await page.locator('tr', { hasText: firstId }).waitFor();
+    assert.equal((await signed(firstId, firstSecret)).status, 200);
+    await shot(page, 'access-keys');
+
+    await page.locator('tr', { hasText: firstId }).getByRole('button', { name: 'Rotate' }).click();
+    await page.locator('[data-new-key]', { hasNotText: firstId }).waitFor();
+    const secondId = await page.locator('[data-new-key]').innerText();
+    const secondSecret = await page.locator('[data-secret]').innerText();
+    assert.notEqual(secondId, firstId);
+    assert.equal((await signed(secondId, secondSecret)).status, 200);
+
+    await page.locator('tr', { hasText: secondId }).getByRole('button', { name: 'Disable' }).click();
+    await page.locator('tr', { hasText: secondId }).getByRole('button', { name: 'Enable' }).waitFor();
+    const refused = await until('the disabled key refused', async () => ((await signed(secondId, secondSecret)).status === 403 ? true : null));
+    assert.equal(refused, true);
     await page.close();
   });
 });
