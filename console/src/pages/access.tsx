@@ -153,7 +153,7 @@ function Keys(props: { user: SessionUser }) {
   }
   return (
     <div>
-      <button onClick={() => run(() => api('POST', '/api/v1/access-keys', { ownerType: 'USER', ownerId: props.user.userId, description: 'created in the console' }))}>Create access key</button>
+      <button onClick={() => run(() => api('POST', '/api/v1/access-keys', { ownerType: 'USER', ownerId: Number(props.user.userId), description: 'created in the console' }))}>Create access key</button>
       {error && <p class="state error" role="alert">{error}</p>}
       {secret && (
         <div class="secret" role="status">
