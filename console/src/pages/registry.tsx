@@ -7,7 +7,7 @@ import { LineChart, Status, Table, fmtNum, fmtTime, useLoad } from '../ui.tsx';
 
 interface Instance {
   id: number; address: string; base_url: string; version: string; connected: boolean; weight: number;
-  health?: string; ejected?: boolean; ejected_until?: string | null; draining?: boolean; [k: string]: unknown;
+  health?: string | { state: string; since: number | null; reason: string | null }; ejected?: boolean; ejected_until?: string | null; draining?: boolean; [k: string]: unknown;
 }
 interface Service { id: string; name: string; names: string[]; created_time: string; instances: Instance[] }
 interface Rate { rps: number; errorsPerSecond: number; meanMs: number | null; p95Ms: number | null; requests?: number }
@@ -31,10 +31,13 @@ export function useMetrics(): MetricsSummary | null {
   return m;
 }
 
+/** The health the node reports (healthy, ejected, unhealthy, draining, with why and since when), else the registry's connected flag. */
 function healthOf(i: Instance): string {
+  const h = i.health;
+  if (h && typeof h === 'object') return `${h.state}${h.reason ? ` (${h.reason})` : ''}${h.since ? ` since ${fmtTime(new Date(h.since).toISOString())}` : ''}`;
   if (i.draining) return 'draining';
   if (i.ejected) return `ejected${i.ejected_until ? ` until ${fmtTime(i.ejected_until)}` : ''}`;
-  if (typeof i.health === 'string') return i.health;
+  if (typeof h === 'string') return h;
   return i.connected ? 'connected' : 'disconnected';
 }
 
