@@ -30,7 +30,7 @@ export interface SurfaceContext {
 export function managementMounts(ctx: SurfaceContext): Mount[] {
   const { config, log, platform } = ctx;
   return [
-    { prefix: '/api/ops', handle: createOpsApi({ config, log, repo: platform.repo, tokens: platform.tokens, openapi: platform.openapi }) },
+    { prefix: '/api/ops', handle: createOpsApi({ config, log, repo: platform.repo, tokens: platform.tokens, openapi: platform.openapi, authz: ctx.access.store }) },
     createDirectorySurface(ctx),
     // /api/v1: every feature under it contributes its route table here.
     createV1Surface(ctx, [credentialRoutes(ctx)]),
