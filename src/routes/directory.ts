@@ -9,7 +9,7 @@ import { DIRECTORY_PREFIX, matchDirectoryRoute, runDirectoryOp, type DirectoryCa
 import type { Mount } from './index.ts';
 import type { SurfaceContext } from './surfaces.ts';
 import { authenticateManagement } from './management-auth.ts';
-import { answerFailure, commonHeaders, readJsonBody } from './management-kit.ts';
+import { answerFailure, commonHeaders, readJsonBody, settleView } from './management-kit.ts';
 
 export { DIRECTORY_PREFIX };
 
@@ -49,6 +49,7 @@ export function createDirectorySurface(ctx: SurfaceContext): Mount {
         };
         const body = m.route.method === 'GET' ? undefined : await readJsonBody(req, preRead);
         const data = await runDirectoryOp(deps, caller, m.route, { params: m.params, query: new URLSearchParams(req.query), body });
+        if (m.route.method !== 'GET') await settleView(ctx.access.view, ctx.db.registry);
         sendOk('directory', res, { requestId, headers: commonHeaders(req) }, data);
       } catch (err) {
         if (!answerFailure('directory', req, res, requestId, err, withDetail)) throw err;

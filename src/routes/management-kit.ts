@@ -6,7 +6,8 @@ import { BodyTooLargeError, type HeaderList, type IncomingRequest, type Response
 import { corsHeaders, sendError, type Surface } from '../api/index.ts';
 import { domainErrorOfDb } from '../db/errors.ts';
 import { mapDbError } from '../access/store.ts';
-import { sigv4ErrorResponse } from '../access/index.ts';
+import type postgres from 'postgres';
+import { sigv4ErrorResponse, type AccessView } from '../access/index.ts';
 import { SigV4Refusal } from './management-auth.ts';
 
 /** Management bodies are JSON of at most 1 MiB. */
@@ -75,4 +76,21 @@ export function answerFailure(surface: Surface, req: IncomingRequest, res: Respo
   if (!e) return false;
   sendError(surface, res, { requestId, headers: commonHeaders(req) }, decorate ? decorate(e) : e);
   return true;
+}
+
+/**
+ * Read-your-writes: after a write on this node, its own view has taken in
+ * everything committed so far, so a key or token just created works on the
+ * very next request. Loosening changes are applied by re-reading rows, which
+ * the view does asynchronously; this waits for that (best effort: a failed
+ * read leaves it to the view's own catch-up).
+ */
+export async function settleView(view: AccessView, sql: postgres.Sql): Promise<void> {
+  try {
+    const [row] = await sql<{ seq: string }[]>`SELECT seq FROM authz_state`;
+    // A reload already in flight may have read before this commit: at most a few rounds.
+    for (let i = 0; row && view.current.seq < Number(row.seq) && i < 3; i++) await view.view.refresh();
+  } catch {
+    // the next request sees the change once the view catches up
+  }
 }

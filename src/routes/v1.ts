@@ -8,7 +8,7 @@ import type { IncomingRequest, ResponseWriter } from '../http/types.ts';
 import { Router, sendOk, sendPreflight } from '../api/index.ts';
 import type { Mount } from './index.ts';
 import type { SurfaceContext } from './surfaces.ts';
-import { answerFailure, commonHeaders } from './management-kit.ts';
+import { answerFailure, commonHeaders, settleView } from './management-kit.ts';
 
 export const V1_PREFIX = '/api/v1';
 
@@ -55,6 +55,7 @@ export function createV1Surface(ctx: SurfaceContext, tables: ReadonlyArray<reado
           return res.send(405, [['content-type', 'application/json'], ['allow', allow], ...commonHeaders(req), ['x-request-id', requestId]], JSON.stringify(body));
         }
         const answer = await m.found.handler.handle({ req, res, params: m.found.params, requestId });
+        if (req.method !== 'GET' && req.method !== 'HEAD') await settleView(ctx.access.view, ctx.db.registry);
         if ('raw' in answer) return res.send(answer.raw.status, [...answer.raw.headers, ...commonHeaders(req), ['x-request-id', requestId]], answer.raw.body);
         sendOk('v1', res, { requestId, headers: commonHeaders(req) }, answer.data, { status: answer.status });
       } catch (err) {
