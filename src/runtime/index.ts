@@ -60,6 +60,8 @@ export interface StartOptions {
   defaultMetrics?: boolean;
   /** Listen on this port instead of BIND_PORT (the workers after the first share its port). */
   port?: number;
+  /** LISTEN for access-plane events on PostgreSQL (default true; false leaves Redis and the resync, for tests and benchmarks). */
+  authzListen?: boolean;
   /** Hook to extend the app (platform link, metrics). */
   extend?: (deps: AppDeps, node: Omit<ProxyNode, 'listener' | 'origin' | 'close'>) => void | Promise<void>;
 }
@@ -114,7 +116,7 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
     const masterKeys = effectiveMasterKeys(config);
     const propagation: Array<(channel: string, seconds: number) => void> = [];
     const accessView = new AccessView({
-      sql: db.registry, log, masterKeys, resyncSeconds: config.authz.resync, listen: !db.embedded,
+      sql: db.registry, log, masterKeys, resyncSeconds: config.authz.resync, listen: !db.embedded && opts.authzListen !== false,
       feeds: redisUrl ? [redisFeed(redisUrl, channel, log)] : [],
       onPropagation: (c, s) => propagation.forEach((f) => f(c, s)),
     });
