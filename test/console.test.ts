@@ -15,7 +15,7 @@ import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { authzBootstrap, type BootstrapResult } from '../src/access/cli.ts';
 import { generateMasterKey } from '../src/access/crypto.ts';
 import { createConsole, SECURITY_HEADERS, type ConsoleSurface } from '../src/routes/console.ts';
-import { freshDatabases, startTestNode, type TestDatabases, type TestNode } from './support/env.ts';
+import { freshDatabases, startTestNode, LISTENERS, type TestDatabases, type TestNode } from './support/env.ts';
 import { insertInstanceResource, registrationBody } from './support/ops.ts';
 import { until } from './support/http.ts';
 
@@ -38,7 +38,7 @@ const h1 = (r: Reply, name: string) => {
 };
 const cookieOf = (r: Reply) => /umproxy_session=([^;]*)/.exec(h1(r, 'set-cookie') ?? '')?.[1];
 
-describe('web console', () => {
+for (const server of LISTENERS) describe(`web console (${server} listener)`, () => {
   let dbs: TestDatabases;
   let node: TestNode;
   let surface: ConsoleSurface;
@@ -55,7 +55,7 @@ describe('web console', () => {
     const b = spawnSync(process.execPath, [join(root, 'scripts/build-console.mjs'), '--quiet'], { cwd: root, encoding: 'utf8' });
     assert.equal(b.status, 0, b.stderr);
     dbs = freshDatabases();
-    node = await startTestNode('node', dbs, { UTILMETA_PROXY_AUTHZ_MASTER_KEYS: generateMasterKey('console') }, {
+    node = await startTestNode(server, dbs, { UTILMETA_PROXY_AUTHZ_MASTER_KEYS: generateMasterKey('console') }, {
       extend: (deps, n) => {
         surface = createConsole({ config: n.config, log: deps.log, credentials: n.access.credentials, metricsText: () => n.metrics.text(), sampleIntervalMs: 300 });
         deps.mounts = [surface, ...(deps.mounts ?? [])];
@@ -163,7 +163,9 @@ describe('web console', () => {
     assert.equal(cookieOf(ok), admin.token);
   });
 
+  /** Screenshots for the README come from the first listener's run. */
   async function shot(page: Page, name: string) {
+    if (server !== LISTENERS[0]) return;
     await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
     assert.ok(readFileSync(join(SHOTS, `${name}.png`)).length > 1000);
   }
