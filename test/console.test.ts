@@ -133,6 +133,12 @@ for (const server of LISTENERS) describe(`web console (${server} listener)`, () 
     const crossSite = await call(`${node.origin}/console/session`, { headers: { cookie, 'x-utilmeta-console': '1', origin: 'http://evil.localhost' } });
     assert.equal(crossSite.status, 401);
     assert.equal(h1(crossSite, 'access-control-allow-origin'), undefined);
+    // A cross-site page cannot send the console header: no preflight grants it, on the console or the management API.
+    for (const path of ['/console/session', '/api/v1/access-keys', '/api/registry']) {
+      const pre = await call(`${node.origin}${path}`, { method: 'OPTIONS', headers: { origin: 'http://evil.localhost', 'access-control-request-method': 'GET', 'access-control-request-headers': 'x-utilmeta-console' } });
+      assert.doesNotMatch(String(h1(pre, 'access-control-allow-headers') ?? ''), /x-utilmeta-console/i, `${path}: preflight does not allow the console header`);
+      if (path.startsWith('/console')) assert.equal(h1(pre, 'access-control-allow-origin'), undefined);
+    }
     const metricsNoHeader = await call(`${node.origin}/console/api/metrics`, { headers: { cookie } });
     assert.equal(metricsNoHeader.status, 401);
 
