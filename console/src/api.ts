@@ -11,12 +11,13 @@ export class ApiError extends Error {
   }
 }
 
-/** A 404 for the path itself (no route), not a missing object of an existing route. */
-function isNoRoute(body: unknown): boolean {
+/** A 404 for the path itself (no route on this node), not a missing object of an existing route. */
+export function isNoRoute(body: unknown): boolean {
   if (!body || typeof body !== 'object') return true;
   const b = body as Record<string, unknown>;
-  if (typeof b.error === 'string') return /^no route/.test(b.error);
-  return !('code' in b || 'error_code' in b);
+  const text = [b.error, b.msg, b.message, b.error_msg].find((v) => typeof v === 'string') as string | undefined;
+  if (text !== undefined && /\bno\b.*\broute\b/i.test(text)) return true;
+  return !('code' in b || 'error_code' in b || 'error' in b);
 }
 
 function messageOf(status: number, body: unknown): string {

@@ -24,7 +24,7 @@ export function AccessPage(props: { user: SessionUser; tab: string; onTab: (t: s
       <nav class="tabs">{TABS.map((t) => <button class={t === tab ? 'active' : ''} onClick={() => props.onTab(t)}>{t}</button>)}</nav>
       {tab === 'users' && <Paged what="users" url={(p, q) => `${DIR}/users${qs({ page: p + 1, page_size: PAGE, fuzzy: q ? 1 : undefined, account: q || undefined })}`}
         columns={[col('Id', 'id'), col('Account', 'account'), col('Name', 'username'), col('Superuser', 'is_superuser'), col('Status', 'status'), col('Org', 'current_org_id')]} />}
-      {tab === 'departments' && <OrgScoped what="departments" path={(org) => `/orgs/${org}/departments`} columns={[col('Id', 'id'), col('Name', 'name'), col('Parent', 'parent_id'), col('Origin id', 'origin_id')]} />}
+      {tab === 'departments' && <OrgScoped what="departments" path={(org) => `/orgs/${org}/departments`} columns={[col('Id', 'id'), col('Name', 'name'), col('Parent', 'super_id'), col('Origin id', 'origin_id')]} />}
       {tab === 'roles' && <OrgScoped what="roles" path={(org) => `/orgs/${org}/roles`} columns={[col('Id', 'id'), col('Name', 'name'), col('Description', 'description'), col('Management', 'management_permissions')]} />}
       {tab === 'projects' && <Paged what="projects" url={(p) => `${DIR}/projects${qs({ page: p + 1, page_size: PAGE })}`}
         columns={[col('Id', 'id'), col('Name', 'name'), col('Org', 'org_id'), col('Start', 'start_date'), col('End', 'end_date')]} />}
