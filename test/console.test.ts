@@ -261,6 +261,10 @@ for (const server of LISTENERS) describe(`web console (${server} listener)`, () 
     await page.getByRole('button', { name: 'Sign in' }).click();
     await page.locator(`[data-user="${admin.account}"]`).waitFor();
     await page.getByRole('link', { name: 'Access' }).click();
+    // The directory through the session: the signed-in superuser is listed.
+    await page.locator('[data-table="users"] td', { hasText: admin.account }).first().waitFor();
+    await page.getByRole('button', { name: 'departments' }).click();
+    await page.locator('[data-table="departments"]').waitFor();
     await page.getByRole('button', { name: 'keys' }).click();
     await page.getByRole('button', { name: 'Create access key' }).click();
     const firstId = await page.locator('[data-new-key]').innerText();
