@@ -18,6 +18,7 @@ import { Metrics, startMetricsServer, type MetricsServer } from '../observabilit
 import type { ProxyLogRecord } from '../proxy/index.ts';
 import { AccessView, AuthzStore, Credentials, MemoryLoginLimiter, RedisLoginLimiter, effectiveMasterKeys, eventPayload } from '../access/index.ts';
 import { authorizeDiscovery, authorizePlatform, type AccessDeps } from '../proxy/stages/authorize.ts';
+import { captureRevoke } from '../proxy/stages/revoke-capture.ts';
 import { connectRedis, redisFeed, redisUp, type Redis } from '../redis/index.ts';
 
 export interface ProxyNode {
@@ -164,7 +165,7 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
         authorize: {
           discovery: [authorizeDiscovery(accessDeps, config)],
           supervisor: [authorizePlatform(accessDeps, 'supervisor')],
-          operations: [authorizePlatform(accessDeps, 'operations')],
+          operations: [authorizePlatform(accessDeps, 'operations'), captureRevoke(authzStore, log)],
         },
       },
       snapshot: () => registry.snapshot,
