@@ -170,7 +170,10 @@ export class AccessView {
     for (const e of events) this.view.push(JSON.stringify(eventPayload(e)), 'local');
     const last = events.length ? events[events.length - 1].seq : 0;
     if (this.current.seq >= last) return Promise.resolve();
-    return this.view.refresh().then(() => undefined, () => undefined);
+    // A reload already in flight may have read before this commit: wait for one that did not.
+    return (async () => {
+      for (let i = 0; i < 3 && this.current.seq < last; i++) await this.view.refresh().catch(() => undefined);
+    })();
   }
 
 

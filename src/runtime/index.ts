@@ -10,6 +10,7 @@ import { ProxyHandler } from '../proxy/index.ts';
 import { Upstream } from '../proxy/upstream.ts';
 import { createApp, type AppDeps } from '../routes/index.ts';
 import { managementMounts } from '../routes/surfaces.ts';
+import { createConsole } from '../routes/console.ts';
 import { listen } from '../http/listen.ts';
 import type { Listener } from '../http/types.ts';
 import { isPrivateIp } from '../net/ip.ts';
@@ -148,6 +149,10 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
       cleanup.unshift(() => metricsServer!.close());
       log.info({ address: `http://${config.metricsHost}:${metricsServer.port}/metrics` }, 'metrics listening');
     }
+    // The operator console (same listener, /console/). A listener thread of several sees
+    // only its own traffic; the summed metrics are the metrics endpoint's.
+    const consoleSurface = createConsole({ config, log, credentials, metricsText: () => metrics.text() });
+    cleanup.unshift(async () => consoleSurface.close());
     const logRequests = log.isLevelEnabled('info');
     const accessDeps: AccessDeps = {
       view: accessView,
@@ -172,6 +177,7 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
       platform: platform.authority,
       onResult: (r: ProxyLogRecord) => {
         metrics.observe(r);
+        consoleSurface.traffic.observe(r);
         // One line per proxied request; bodies and headers are never logged at info.
         if (logRequests) log.info(r, 'proxied');
       },
@@ -185,10 +191,10 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
       store,
       publicBaseUrl: await isPublicHost(config.baseUrl),
       afterRegister: (reg, result) => platform.afterRegister(reg, result),
-      mounts: managementMounts({
+      mounts: [consoleSurface, ...managementMounts({
         config, log, db, registry, registryStore: store, platform, access,
         auth: { view: accessView, sigv4: accessDeps.sigv4, bodyLimit: config.bodyLimit },
-      }),
+      })],
       readiness: async () => {
         try {
           // Every probe: both pools answer. The migration state (six catalog queries)
