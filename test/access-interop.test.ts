@@ -203,5 +203,38 @@ for (const server of LISTENERS) {
       assert.equal(r.status, 400, 'a revoked jti cannot be exchanged again');
       assert.equal(r.json.error, 'invalid_grant');
     });
+
+    it('a revoke the platform relays to a service (operations type) is recorded at the edge once the service accepts it', async () => {
+      const jti = `relayed-${randomBytes(6).toString('hex')}`;
+      const svcToken = await sim.nodeToken(serviceNode, { scope: 'api.view', jti });
+      const ops = () => call(`${node.origin}/api/proxy/openapi`, {
+        headers: { 'x-utilmeta-proxy-type': 'operations', 'x-utilmeta-node-id': serviceNode, authorization: `Bearer ${svcToken}` },
+      });
+      let r = await ops();
+      assert.equal(r.status, 200, r.text);
+      // A refused revoke (no token.revoke scope) records nothing.
+      const weak = await sim.nodeToken(serviceNode, { scope: 'api.view' });
+      r = await call(`${node.origin}/api/proxy/token/revoke`, {
+        method: 'POST', body: JSON.stringify([jti]),
+        headers: { 'x-utilmeta-proxy-type': 'operations', 'x-utilmeta-node-id': serviceNode, authorization: `Bearer ${weak}`, 'content-type': 'application/json' },
+      });
+      assert.notEqual(r.status, 200);
+      r = await ops();
+      assert.equal(r.status, 200, 'a revoke the service refused is not recorded');
+      // The accepted one: the body reaches the service unchanged, and the jti dies at the edge.
+      const revoker = await sim.nodeToken(serviceNode, { scope: 'token.revoke' });
+      r = await call(`${node.origin}/api/proxy/token/revoke`, {
+        method: 'POST', body: JSON.stringify([jti]),
+        headers: { 'x-utilmeta-proxy-type': 'operations', 'x-utilmeta-node-id': serviceNode, authorization: `Bearer ${revoker}`, 'content-type': 'application/json' },
+      });
+      assert.equal(r.status, 200, r.text);
+      assert.ok(svc.revoked.includes(jti), 'the service got the revoke');
+      await until('the relayed jti is refused at the edge', async () => (await ops()).status === 401 || undefined);
+      r = await ops();
+      assert.equal(r.json.state, 'token_revoked');
+      const [ev] = await node.db.registry<{ actor_type: string; effect: { jtis: string[] } }[]>`SELECT actor_type, effect FROM authz_event WHERE action = 'jti.revoke' ORDER BY seq DESC LIMIT 1`;
+      assert.deepEqual(ev!.effect.jtis, [jti]);
+      assert.equal(ev!.actor_type, 'PLATFORM');
+    });
   });
 }

@@ -18,6 +18,7 @@ import { Metrics, startMetricsServer, type MetricsServer } from '../observabilit
 import type { ProxyLogRecord } from '../proxy/index.ts';
 import { AccessView, AuthzStore, Credentials, MemoryLoginLimiter, RedisLoginLimiter, effectiveMasterKeys, eventPayload } from '../access/index.ts';
 import { authorizeDiscovery, authorizePlatform, type AccessDeps } from '../proxy/stages/authorize.ts';
+import { captureRevoke } from '../proxy/stages/revoke-capture.ts';
 import { connectRedis, redisFeed, redisUp, type Redis } from '../redis/index.ts';
 
 export interface ProxyNode {
@@ -124,8 +125,8 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
     cleanup.unshift(() => accessView.stop());
     const authzStore = new AuthzStore(db.registry);
     authzStore.onCommit((events) => {
-      accessView.applyLocal(events);
       if (redisUp(redis)) for (const e of events) void redis!.publish(channel, JSON.stringify(eventPayload(e))).catch(() => {});
+      return accessView.applyLocal(events);
     });
     const credentials = new Credentials(
       authzStore,
@@ -164,7 +165,7 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
         authorize: {
           discovery: [authorizeDiscovery(accessDeps, config)],
           supervisor: [authorizePlatform(accessDeps, 'supervisor')],
-          operations: [authorizePlatform(accessDeps, 'operations')],
+          operations: [authorizePlatform(accessDeps, 'operations'), captureRevoke(authzStore, log)],
         },
       },
       snapshot: () => registry.snapshot,
