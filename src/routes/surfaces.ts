@@ -11,6 +11,7 @@ import type { Redis } from '../redis/index.ts';
 import type { Mount } from './index.ts';
 import type { ManagementAuthDeps } from './management-auth.ts';
 import { createOpsApi } from './ops.ts';
+import { createGrantsApi } from './grants.ts';
 
 export interface SurfaceContext {
   config: Config;
@@ -28,5 +29,6 @@ export function managementMounts(ctx: SurfaceContext): Mount[] {
   const { config, log, platform } = ctx;
   return [
     { prefix: '/api/ops', handle: createOpsApi({ config, log, repo: platform.repo, tokens: platform.tokens, openapi: platform.openapi }) },
+    createGrantsApi(ctx),
   ];
 }
