@@ -142,6 +142,25 @@ for (const server of LISTENERS) {
       assert.equal(state(b), 'grant_expired');
     });
 
+    it('the grants surface takes user SigV4 keys, answers SigV4 failures and app keys in the AWS shape', async () => {
+      const userKey = await n1.access.credentials.createKey(CLI_CALLER, { ownerType: 'USER', ownerId: w.bob.id });
+      await settle([n1, n2]);
+      const signed = (k: { accessKeyId: string; secretAccessKey: string }, headers: Record<string, string> = {}) => sendSigned('aws4', {
+        baseUrl: n2.origin, method: 'GET', path: `/v1/${w.projectId}/service/apps`, headers, accessKeyId: k.accessKeyId, secretAccessKey: k.secretAccessKey, service: 'utilmeta', region: 'pri',
+      });
+      const ok = await signed(userKey);
+      assert.equal(ok.status, 200, ok.body);
+      assert.equal(typeof JSON.parse(ok.body).total, 'number');
+      const bad = await signed({ ...userKey, secretAccessKey: 'x'.repeat(40) });
+      assert.equal(bad.status, 403);
+      assert.equal(JSON.parse(bad.body).__type, 'SignatureDoesNotMatch');
+      const appKey = await signed(key);
+      assert.equal(appKey.status, 403);
+      assert.deepEqual([JSON.parse(appKey.body).__type, JSON.parse(appKey.body).state], ['AccessDenied', 'app_key_not_allowed']);
+      const two = await signed(userKey, { 'x-auth-token': w.bob.token });
+      assert.equal(two.status, 400, 'two credentials at once');
+    });
+
     it('a disabled app is refused everywhere from the payload', async () => {
       assert.equal((await act(w.bob.token, w.apis['GET /hello']!, 'APPLY_TYPE_AUTHORIZE', inMs(10 * DAY))).status, 204);
       await settle([n1, n2]);

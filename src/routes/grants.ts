@@ -106,7 +106,12 @@ export function createGrantsApi(ctx: SurfaceContext): Mount {
         const a = sigv4ErrorResponse(err.failure, requestId);
         return res.send(a.status, [...env.headers, ['x-request-id', requestId], ...Object.entries(a.headers)], a.body);
       }
-      if (err instanceof DomainError) return sendError('grants', res, env, err.code === 'UNAUTHORIZED' ? retag(err, 'AUTHZ.4010') : err.code === 'DB_UNAVAILABLE' ? retag(err, 'AUTHZ.5030') : err.code === 'FORBIDDEN' ? retag(err, 'AUTHZ.4030') : err);
+      if (err instanceof DomainError && err.state === 'app_key_not_allowed') {
+        // An app key is a SigV4 credential: its client parses the AWS error shape.
+        const a = sigv4ErrorResponse({ ok: false, status: 403, type: 'AccessDenied', state: 'app_key_not_allowed', message: err.message }, requestId);
+        return res.send(a.status, [...env.headers, ['x-request-id', requestId], ...Object.entries(a.headers)], a.body);
+      }
+      if (err instanceof DomainError) return sendError('grants', res, env, err.code?.startsWith('AUTHZ.') ? err : retag(err));
       const known = toHttpError(err, BODY_LIMIT);
       if (known) return sendError('grants', res, env, new DomainError(known.status === 413 ? 'too_large' : known.status === 503 ? 'unavailable' : 'invalid', known.message));
       log.error({ err, requestId, path: req.path }, 'grants request failed');
@@ -116,7 +121,11 @@ export function createGrantsApi(ctx: SurfaceContext): Mount {
   return { prefix: '/v1', handle };
 }
 
-/** The shared authentication speaks the v1 surface's codes; this surface has its own. */
-function retag(err: DomainError, code: string): DomainError {
-  return new DomainError(err.kind, err.message, { code, state: err.state, field: err.field, retryAfter: err.retryAfter, cause: err });
+/**
+ * The shared authentication and the store speak the v1 surface's codes
+ * (UNAUTHORIZED, DB_UNAVAILABLE…); without a code this surface's envelope picks
+ * its own from the kind (AUTHZ.4010, AUTHZ.5030…).
+ */
+function retag(err: DomainError): DomainError {
+  return new DomainError(err.kind, err.message, { state: err.state, field: err.field, retryAfter: err.retryAfter, cause: err });
 }
