@@ -6,7 +6,11 @@ import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freshDatabases, startTestNode, LISTENERS, type TestDatabases, type TestNode } from './support/env.ts';
 import { seedWorld, settle, seq, v1, inMs, DAY, type World, type Answer } from './support/grants-fixture.ts';
-import { sweepOnce } from '../src/access/sweeper.ts';
+import postgres from 'postgres';
+import { Sweeper, sweepOnce } from '../src/access/sweeper.ts';
+import { AuthzStore } from '../src/access/store.ts';
+import { migratedAuthzDb } from './support/authz.ts';
+import { PG_HOST, PG_PORT, PG_USER, testLogger } from './support/env.ts';
 import { parseActionBody, maxEnd, checkWindow } from '../src/access/grants.ts';
 import { DomainError } from '../src/core/errors.ts';
 
@@ -46,6 +50,31 @@ describe('grant input rules (pure)', () => {
     assert.equal(thrown(() => checkWindow(maxEnd(now), now)), undefined);
     assert.equal(thrown(() => checkWindow(maxEnd(now) + 1, now)), 'AUTHZ.4004');
     assert.equal(thrown(() => checkWindow(now, now)), 'AUTHZ.4003');
+  });
+});
+
+describe('sweeper election', () => {
+  it('one leader among nodes; when it stops, another takes over', async () => {
+    const adb = await migratedAuthzDb();
+    const clients = [0, 1].map(() => postgres({ host: PG_HOST, port: PG_PORT, user: PG_USER, database: adb.dbs.registryName, max: 1, onnotice: () => {} }));
+    const store = new AuthzStore(adb.sql);
+    const log = testLogger(undefined, 'error');
+    const [a, b] = clients.map((c) => new Sweeper({ store, leaderSql: c, log, leaderRoundMs: 50 }));
+    try {
+      await a!.start();
+      await b!.start();
+      assert.deepEqual([a!.isLeader, b!.isLeader], [true, false]);
+      await a!.stop();
+      const deadline = Date.now() + 5000;
+      while (!(b!.isLeader && b!.sweeps >= 1) && Date.now() < deadline) await sleep(20);
+      assert.equal(b!.isLeader, true, 'the follower took over');
+      assert.ok(b!.sweeps >= 1, 'and swept');
+    } finally {
+      await a!.stop();
+      await b!.stop();
+      for (const c of clients) await c.end();
+      await adb.close();
+    }
   });
 });
 
@@ -320,6 +349,20 @@ for (const server of LISTENERS) {
       assert.equal(lr!.status, 'LAPSED');
       const again = await sweepOnce(node.access.store);
       assert.deepEqual([again.expired, again.cancelled, again.lapsed], [0, 0, 0], 'nothing twice');
+    });
+
+    it("the node's own sweeper wakes at a grant's end and closes it", async () => {
+      const api = w.apis['PUT /items/{id}']!;
+      const sa = await v1(node, 'POST', `${P()}/apps`, { token: w.alice.token, body: { name: 'swept' } });
+      assert.equal((await action(w.bob.token, body(api, 'APPLY_TYPE_AUTHORIZE', inMs(1000), sa.json.id))).status, 204);
+      const deadline = Date.now() + 10_000;
+      let g = await grantOf(sa.json.id, api);
+      while (g.state === 'ACTIVE' && Date.now() < deadline) {
+        await sleep(50);
+        g = await grantOf(sa.json.id, api);
+      }
+      assert.equal(g.state, 'EXPIRED');
+      assert.equal(g.closed_by, 'SYSTEM');
     });
 
     it('races: two approvals, approve + cancel, renew + cancel each end in one consistent outcome', async () => {

@@ -126,6 +126,9 @@ export class Sweeper {
   private stopped = false;
   private lastPurge = 0;
   private unsubscribe: (() => void) | null = null;
+  private retry: NodeJS.Timeout | null = null;
+  /** Consecutive failed sweeps: the retry backs off and only the first is logged as a warning. */
+  private failures = 0;
   /** Sweeps done by this node (for tests and logs). */
   sweeps = 0;
   readonly maxSleepMs: number;
@@ -138,12 +141,21 @@ export class Sweeper {
     return this.leader?.isLeader === true;
   }
 
+  /** Never throws: without the database the election is retried until it answers. */
   async start(): Promise<void> {
     const { leaderSql } = this.opts;
     if (leaderSql) {
-      // pg_try_advisory_lock(hashtext(name)): the key every node computes the same way.
-      const [k] = await leaderSql<{ k: number }[]>`SELECT hashtext(${SWEEPER_LOCK_NAME}) AS k`;
-      this.leader = new PgAdvisoryLeader(leaderSql, { lockKey: BigInt(k!.k), roundMs: this.opts.leaderRoundMs ?? 5_000, log: this.opts.log });
+      try {
+        // pg_try_advisory_lock(hashtext(name)): the key every node computes the same way.
+        const [k] = await leaderSql<{ k: number }[]>`SELECT hashtext(${SWEEPER_LOCK_NAME}) AS k`;
+        this.leader = new PgAdvisoryLeader(leaderSql, { lockKey: BigInt(k!.k), roundMs: this.opts.leaderRoundMs ?? 5_000, log: this.opts.log });
+      } catch (err) {
+        if (this.stopped) return;
+        this.opts.log.warn({ err }, 'authz sweeper: the database did not answer; retrying the election in 5 s');
+        this.retry = setTimeout(() => void this.start(), 5_000);
+        this.retry.unref();
+        return;
+      }
     } else {
       this.leader = new SoloLeader();
     }
@@ -152,7 +164,7 @@ export class Sweeper {
       else this.clear();
     });
     // A local commit may bring an earlier deadline than the one being slept on.
-    this.unsubscribe = this.opts.store.onCommit((events) => {
+    this.unsubscribe ??= this.opts.store.onCommit((events) => {
       if (this.isLeader && events.some((e) => e.action.startsWith('grant.') && e.action !== 'grant.expire' && e.action !== 'grant.cancel.effective' && e.action !== 'grant.lapse')) this.schedule(0);
     });
     await this.leader.start();
@@ -184,9 +196,12 @@ export class Sweeper {
         const due = await nextDueMs(this.opts.store);
         // Wake just after the instant: the closing transaction's now() must have passed it.
         if (due !== null) next = Math.max(5, due + 5);
+        this.failures = 0;
       } catch (err) {
-        this.opts.log.warn({ err }, 'authz sweeper failed; retrying');
-        next = 1_000;
+        if (this.failures === 0) this.opts.log.warn({ err }, 'authz sweeper failed; retrying with backoff');
+        else this.opts.log.debug({ err, failures: this.failures }, 'authz sweeper failed again');
+        next = Math.min(this.maxSleepMs, 1_000 * 2 ** Math.min(this.failures, 10));
+        this.failures++;
       } finally {
         this.running = null;
       }
@@ -198,6 +213,7 @@ export class Sweeper {
   async stop(): Promise<void> {
     this.stopped = true;
     this.clear();
+    if (this.retry) clearTimeout(this.retry);
     this.unsubscribe?.();
     await this.running?.catch(() => {});
     await this.leader?.stop();
