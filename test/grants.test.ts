@@ -11,7 +11,7 @@ import { Sweeper, sweepOnce } from '../src/access/sweeper.ts';
 import { AuthzStore } from '../src/access/store.ts';
 import { migratedAuthzDb } from './support/authz.ts';
 import { PG_HOST, PG_PORT, PG_USER, testLogger } from './support/env.ts';
-import { parseActionBody, maxEnd, checkWindow } from '../src/access/grants.ts';
+import { parseActionBody, maxEnd, checkWindow, GRANT_DB_ERRORS } from '../src/access/grants.ts';
 import { DomainError } from '../src/core/errors.ts';
 
 const NOTICE = 3; // seconds: short enough to watch a scheduled cancellation take effect
@@ -451,6 +451,36 @@ for (const server of LISTENERS) {
       // Even a direct UPDATE cannot shorten a grant.
       const g = await grantOf(app, w.apis['POST /items']!);
       await assert.rejects(node.db.registry`UPDATE authz_grant SET end_at = end_at - interval '1 day' WHERE id = ${g.id}`, /never decreases/);
+    });
+
+    it("the database's own refusals come out as the surface's codes, never as a 500", async () => {
+      const g = await grantOf(app, w.apis['POST /items']!);
+      assert.equal(g.state, 'ACTIVE');
+      const refusal = async (fn: (sql: any) => Promise<unknown>) => {
+        try {
+          await node.access.store.write({ type: 'CLI' }, async (tx) => {
+            await fn(tx.sql);
+            tx.event({ action: 'test', targetType: 'grant', targetId: g.id });
+          }, { errors: GRANT_DB_ERRORS });
+        } catch (e) {
+          assert.ok(e instanceof DomainError, String(e));
+          return e.code;
+        }
+        return 'no error';
+      };
+      const before = await seq(node);
+      assert.equal(await refusal((sql) => sql`INSERT INTO authz_grant (app_id, api_id, state) VALUES (${g.app_id}, ${g.api_id}, 'PENDING')`), 'AUTHZ.4090');
+      assert.equal(await refusal((sql) => sql`UPDATE authz_grant SET end_at = end_at - interval '1 second' WHERE id = ${g.id}`), 'AUTHZ.4005');
+      assert.equal(await refusal((sql) => sql`UPDATE authz_grant SET state = 'CANCEL_SCHEDULED', cancel_requested_at = now(), cancel_notice = interval '2 days', cancel_at = now() + interval '1 day' WHERE id = ${g.id}`), 'AUTHZ.4006');
+      assert.equal(await refusal((sql) => sql`INSERT INTO authz_grant_request (grant_id, kind, requested_end_at, applicant_account) VALUES (${g.id}, 'RENEW', ${g.end_at}, 'alice')`), 'AUTHZ.4005');
+      assert.equal(await refusal((sql) => sql`UPDATE authz_grant SET state = 'EXPIRED', closed_by = 'SYSTEM' WHERE id = ${g.id}`), 'AUTHZ.4092');
+      const eyes = await v1(node, 'POST', `${P()}/apps`, { token: w.alice.token, body: { name: 'eyes' } });
+      assert.equal((await action(w.alice.token, body(w.apis['GET /items']!, 'APPLY_TYPE_APPLY', inMs(DAY), eyes.json.id))).status, 204);
+      const before2 = await seq(node);
+      const rq = { id: (await pendingApply((await grantOf(eyes.json.id, w.apis['GET /items']!)).id))! };
+      assert.equal(await refusal((sql) => sql`UPDATE authz_grant_request SET status = 'APPROVED', decided_at = now(), reviewer_account = 'ALICE', approved_end_at = now() + interval '1 day' WHERE id = ${rq.id}`), 'AUTHZ.4032');
+      assert.equal(await seq(node), before2, 'nothing committed');
+      assert.ok(before2 === before + 2, 'only the app and its application');
     });
 
     it('deleting an app cascades to its grants and requests, with an app.delete event', async () => {

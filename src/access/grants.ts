@@ -68,7 +68,7 @@ export function grantError(code: GrantErrorCode, message: string, field?: string
  * same rules first; these only fire when a concurrent writer got there first or
  * the clock moved between the check and the write.
  */
-const DB_ERRORS: ConstraintErrors = {
+export const GRANT_DB_ERRORS: ConstraintErrors = {
   authz_grant_one_live: grantError('AUTHZ.4090', 'the app already has a live grant for this API'),
   authz_grant_request_one_pending: grantError('AUTHZ.4091', 'an application is already pending for this grant'),
   authz_grant_request_one_apply: grantError('AUTHZ.4091', 'an application is already pending for this grant'),
@@ -316,7 +316,7 @@ export class Grants {
   }
 
   private write<T>(c: GrantsCaller, fn: (tx: AuthzTx) => Promise<T>) {
-    return this.deps.store.write(this.actor(c), fn, { errors: DB_ERRORS });
+    return this.deps.store.write(this.actor(c), fn, { errors: GRANT_DB_ERRORS });
   }
 
   // ------------------------------------------------------------ shared reads
