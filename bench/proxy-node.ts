@@ -3,7 +3,11 @@
 // SQL against its own database clients (so setup works the same on PostgreSQL and
 // on the embedded PGlite, which only this process can open), registry reloads
 // and GC for the memory numbers.
+import v8 from 'node:v8';
 import { parseConfig } from '../src/config/index.ts';
+
+// As the launcher (bin/utilmeta-proxy.js) does, so the benchmark measures what production runs.
+if (!process.env.BENCH_PRETENURING) v8.setFlagsFromString('--no-allocation-site-pretenuring');
 import { createLogger } from '../src/observability/log.ts';
 import { startNode } from '../src/runtime/index.ts';
 

@@ -27,8 +27,11 @@ const { values: args } = parseArgs({
     only: { type: 'string' },
     // Set everything up, print each cell's target and wait for Ctrl-C (to profile by hand).
     hold: { type: 'boolean' },
+    // Extra node flags for the proxy processes (e.g. to compare V8 settings), space-separated.
+    'node-flags': { type: 'string' },
   },
 });
+const args_nodeFlags = args['node-flags'];
 const DURATION = Number(args.duration ?? (args.quick ? 3 : 10));
 const WARMUP = Number(args.warmup ?? (args.quick ? 1 : 3));
 const ROUNDS = Number(args.rounds ?? (args.quick ? 1 : 2));
@@ -135,7 +138,8 @@ function nodeChild(script: string, args: string[], env: Record<string, string>, 
   const fd = openSync(logFile, 'a');
   // The children's config comes only from us: drop any UTILMETA_PROXY_* of this shell.
   const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('UTILMETA_PROXY_')));
-  const child = track(spawn(process.execPath, ['--expose-gc', '--import', 'tsx', join(HERE, script), ...args], {
+  const extra = script === 'proxy-node.ts' && args_nodeFlags ? args_nodeFlags.split(/\s+/).filter(Boolean) : [];
+  const child = track(spawn(process.execPath, ['--expose-gc', ...extra, '--import', 'tsx', join(HERE, script), ...args], {
     stdio: ['ignore', fd, fd, 'ipc'], env: { ...base, ...env },
   }));
   closeSync(fd);

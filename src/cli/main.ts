@@ -1,4 +1,4 @@
-// utilmeta-proxy CLI: start | migrate | check | export-env | version.
+// utilmeta-proxy CLI: start | migrate | check | export-env | authz | version.
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { request } from 'undici';
@@ -33,6 +33,10 @@ platform, with the node's platform console URL. Exits 0 when all hold, 1 otherwi
     help: `Prints UTILMETA_PROXY_BASE_URL and UTILMETA_OPERATIONS_DB_* for the services
 that register with this proxy and share its operations database.`,
   },
+  authz: {
+    summary: 'access plane: bootstrap, create-key, gen-master-key, rekey',
+    help: 'See `utilmeta-proxy authz --help`.',
+  },
   version: { summary: 'print the version', help: 'Prints the utilmeta-proxy version.' },
 };
 
@@ -64,6 +68,11 @@ function usage(): string {
 }
 
 async function main(argv: string[]): Promise<number> {
+  // authz has its own subcommands and options (and its own --help).
+  if (argv[0] === 'authz') {
+    const { authzMain } = await import('../access/cli.ts');
+    return authzMain(argv.slice(1));
+  }
   const { values, positionals } = parseArgs({
     args: argv,
     options: { 'env-file': { type: 'string' }, help: { type: 'boolean', short: 'h' } },

@@ -10,6 +10,7 @@ import { Grants, grantError, type GrantsCaller } from '../access/grants.ts';
 import { requestClientIp } from '../net/ip.ts';
 import type { Mount } from './index.ts';
 import { authenticateManagement, SigV4Refusal } from './management-auth.ts';
+import { settleView } from './management-kit.ts';
 import type { SurfaceContext } from './surfaces.ts';
 
 /** JSON bodies up to 1 MiB. */
@@ -99,6 +100,8 @@ export function createGrantsApi(ctx: SurfaceContext): Mount {
         body: async () => parseJson(auth.body ?? (req.hasBody ? await req.readBody(BODY_LIMIT) : Buffer.alloc(0))),
       };
       const r = await m.found.handler(call);
+      // Read-your-writes: this node's view has taken in the change before the answer goes out.
+      if (req.method !== 'GET') await settleView(ctx.access.view, ctx.db.registry);
       sendOk('grants', res, env, r.status === 204 ? undefined : r.data, { status: r.status });
     } catch (err) {
       if (res.aborted) return;

@@ -14,6 +14,8 @@ import type { AccessTokenStore } from '../platform/tokens-store.ts';
 import type { SupervisorData } from '../platform/client.ts';
 import { PROXY_SERVICE_NAME } from '../platform/connect.ts';
 import { SPEC_VERSION } from '../config/index.ts';
+import type { AuthzStore } from '../access/store.ts';
+import { recordRevokedJtis } from '../access/revocation.ts';
 
 class OpsError extends Error {
   constructor(readonly status: number, message: string, readonly state: string | number = 0) {
@@ -27,6 +29,8 @@ export interface OpsApiDeps {
   repo: SupervisorRepository;
   tokens: AccessTokenStore;
   openapi: () => Record<string, unknown>;
+  /** When given, revoked jtis are also refused at every proxy node (and tokens exchanged from them die). */
+  authz?: AuthzStore;
 }
 
 const OPS_CORS_HEADERS = 'authorization, cache-control, x-utilmeta-node-id, x-node-id, content-type';
@@ -66,6 +70,22 @@ export function createOpsApi(deps: OpsApiDeps) {
     }
     if (failure) throw new OpsError(failure.status, failure.message, failure.state);
     throw new OpsError(400, 'Supervisor not found', 'supervisor_not_found');
+  }
+
+  /** The revoke in the access plane too, with each token's expiry as the operations database knows it. */
+  async function revokeAtEdge(store: AuthzStore, row: SupervisorRow, ids: string[]): Promise<void> {
+    const rows = await repo.sql<{ token_id: string; exp: number | null }[]>`
+      SELECT token_id, extract(epoch FROM expiry_time)::float8 AS exp FROM utilmeta_access_token
+      WHERE token_id = ANY(${ids}::text[]) AND issuer_id = ${row.id}`;
+    const exp = new Map<string, number>();
+    for (const r of rows) if (r.exp !== null) exp.set(r.token_id, Number(r.exp));
+    try {
+      await recordRevokedJtis(store, ids.filter((j) => j.length > 0 && j.length <= 200), { exp, nodeId: row.node_id, actor: { type: 'PLATFORM', id: row.node_id, credential: null } });
+    } catch (err) {
+      deps.log.error({ err, node: row.node_id }, 'recording revoked token ids for the proxy nodes failed');
+      // The platform retries a failed revoke; the operations-database part is idempotent.
+      throw new OpsError(503, 'the tokens were revoked here but could not be propagated to the proxy nodes; retry', 'revoke_unavailable');
+    }
   }
 
   async function body(req: IncomingRequest): Promise<unknown> {
@@ -117,7 +137,9 @@ export function createOpsApi(deps: OpsApiDeps) {
         const { row } = await authenticate(req, ['token.revoke']);
         const ids = await body(req);
         if (!Array.isArray(ids) || !ids.every((x) => typeof x === 'string')) throw new OpsError(400, 'body must be a JSON array of token ids (jti)');
-        return send(req, res, 200, await tokens.revoke(row.id, ids as string[]));
+        const revoked = await tokens.revoke(row.id, ids as string[]);
+        if (deps.authz && ids.length > 0) await revokeAtEdge(deps.authz, row, ids as string[]);
+        return send(req, res, 200, revoked);
       }
       throw new OpsError(404, `no OperationsAPI route for ${m} ${path}`);
     } catch (err) {

@@ -11,6 +11,9 @@ import type { Redis } from '../redis/index.ts';
 import type { Mount } from './index.ts';
 import type { ManagementAuthDeps } from './management-auth.ts';
 import { createOpsApi } from './ops.ts';
+import { createDirectorySurface } from './directory.ts';
+import { createV1Surface } from './v1.ts';
+import { credentialRoutes } from './credentials.ts';
 import { createGrantsApi } from './grants.ts';
 
 export interface SurfaceContext {
@@ -28,7 +31,10 @@ export interface SurfaceContext {
 export function managementMounts(ctx: SurfaceContext): Mount[] {
   const { config, log, platform } = ctx;
   return [
-    { prefix: '/api/ops', handle: createOpsApi({ config, log, repo: platform.repo, tokens: platform.tokens, openapi: platform.openapi }) },
+    { prefix: '/api/ops', handle: createOpsApi({ config, log, repo: platform.repo, tokens: platform.tokens, openapi: platform.openapi, authz: ctx.access.store }) },
+    createDirectorySurface(ctx),
+    // /api/v1: every feature under it contributes its route table here.
+    createV1Surface(ctx, [credentialRoutes(ctx)]),
     createGrantsApi(ctx),
   ];
 }

@@ -18,6 +18,7 @@ import { Metrics, startMetricsServer, type MetricsServer } from '../observabilit
 import type { ProxyLogRecord } from '../proxy/index.ts';
 import { AccessView, AuthzStore, Credentials, MemoryLoginLimiter, RedisLoginLimiter, effectiveMasterKeys, eventPayload } from '../access/index.ts';
 import { authorizeDiscovery, authorizePlatform, type AccessDeps } from '../proxy/stages/authorize.ts';
+import { captureRevoke } from '../proxy/stages/revoke-capture.ts';
 import { connectRedis, redisFeed, redisUp, type Redis } from '../redis/index.ts';
 import { startSweeper } from '../access/sweeper.ts';
 import { createClient } from '../db/client.ts';
@@ -62,6 +63,8 @@ export interface StartOptions {
   defaultMetrics?: boolean;
   /** Listen on this port instead of BIND_PORT (the workers after the first share its port). */
   port?: number;
+  /** LISTEN for access-plane events on PostgreSQL (default true; false leaves Redis and the resync, for tests and benchmarks). */
+  authzListen?: boolean;
   /** Hook to extend the app (platform link, metrics). */
   extend?: (deps: AppDeps, node: Omit<ProxyNode, 'listener' | 'origin' | 'close'>) => void | Promise<void>;
 }
@@ -116,7 +119,7 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
     const masterKeys = effectiveMasterKeys(config);
     const propagation: Array<(channel: string, seconds: number) => void> = [];
     const accessView = new AccessView({
-      sql: db.registry, log, masterKeys, resyncSeconds: config.authz.resync, listen: !db.embedded,
+      sql: db.registry, log, masterKeys, resyncSeconds: config.authz.resync, listen: !db.embedded && opts.authzListen !== false,
       feeds: redisUrl ? [redisFeed(redisUrl, channel, log)] : [],
       onPropagation: (c, s) => propagation.forEach((f) => f(c, s)),
     });
@@ -124,8 +127,8 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
     cleanup.unshift(() => accessView.stop());
     const authzStore = new AuthzStore(db.registry);
     authzStore.onCommit((events) => {
-      accessView.applyLocal(events);
       if (redisUp(redis)) for (const e of events) void redis!.publish(channel, JSON.stringify(eventPayload(e))).catch(() => {});
+      return accessView.applyLocal(events);
     });
     const credentials = new Credentials(
       authzStore,
@@ -168,7 +171,7 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
         authorize: {
           discovery: [authorizeDiscovery(accessDeps, config)],
           supervisor: [authorizePlatform(accessDeps, 'supervisor')],
-          operations: [authorizePlatform(accessDeps, 'operations')],
+          operations: [authorizePlatform(accessDeps, 'operations'), captureRevoke(authzStore, log)],
         },
       },
       snapshot: () => registry.snapshot,
