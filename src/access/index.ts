@@ -15,3 +15,5 @@ export { MemoryLoginLimiter, RedisLoginLimiter } from './login-limit.ts';
 export { effectiveMasterKeys, authzMain } from './cli.ts';
 export { buildCatalog, apiIdOf, routeKeyOf, deprecationChanges } from './catalog.ts';
 export { recordRevokedJtis, type RevokeJtisOptions } from './revocation.ts';
+export { Grants, grantError, GRANT_ERRORS, GRANT_DB_ERRORS, parseActionBody, type GrantsCaller } from './grants.ts';
+export { Sweeper, startSweeper, sweepOnce } from './sweeper.ts';

@@ -14,6 +14,7 @@ import { createOpsApi } from './ops.ts';
 import { createDirectorySurface } from './directory.ts';
 import { createV1Surface } from './v1.ts';
 import { credentialRoutes } from './credentials.ts';
+import { createGrantsApi } from './grants.ts';
 
 export interface SurfaceContext {
   config: Config;
@@ -34,5 +35,6 @@ export function managementMounts(ctx: SurfaceContext): Mount[] {
     createDirectorySurface(ctx),
     // /api/v1: every feature under it contributes its route table here.
     createV1Surface(ctx, [credentialRoutes(ctx)]),
+    createGrantsApi(ctx),
   ];
 }

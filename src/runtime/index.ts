@@ -21,6 +21,8 @@ import { AccessView, AuthzStore, Credentials, MemoryLoginLimiter, RedisLoginLimi
 import { authorizeDiscovery, authorizePlatform, type AccessDeps } from '../proxy/stages/authorize.ts';
 import { captureRevoke } from '../proxy/stages/revoke-capture.ts';
 import { connectRedis, redisFeed, redisUp, type Redis } from '../redis/index.ts';
+import { startSweeper } from '../access/sweeper.ts';
+import { createClient } from '../db/client.ts';
 
 export interface ProxyNode {
   config: Config;
@@ -135,6 +137,10 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
       { limiter: redis ? new RedisLoginLimiter(redis) : new MemoryLoginLimiter() },
     );
     const access: AccessPlane = { view: accessView, store: authzStore, credentials, redis, channel };
+    // Grant sweeper: the advisory-lock holder closes expired, cancelled and lapsed rows (a dedicated one-connection client for the session lock).
+    const sweeperSql = db.embedded || config.db.host === null ? null : createClient({ host: config.db.host, port: config.db.port, user: config.db.user, password: config.db.password, ssl: config.db.ssl, database: config.db.registryName, max: 1 }, log);
+    const sweeper = await startSweeper({ store: authzStore, leaderSql: sweeperSql, log });
+    cleanup.unshift(async () => { await sweeper.stop(); await sweeperSql?.end({ timeout: 5 }); });
     const metrics = new Metrics({
       defaultMetrics: opts.defaultMetrics !== false,
       registry: () => registry.snapshot,
