@@ -1,5 +1,6 @@
 // Composition root: builds one proxy node from a Config. The CLI and the tests
 // both start nodes through here, so they run the same code.
+import { syncCatalog } from '../access/catalog-sync.ts';
 import { lookup } from 'node:dns/promises';
 import type { Logger } from 'pino';
 import type { Config } from '../config/index.ts';
@@ -181,7 +182,7 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
       registry,
       store,
       publicBaseUrl: await isPublicHost(config.baseUrl),
-      afterRegister: (reg, result) => platform.afterRegister(reg, result),
+      afterRegister: async (reg, result) => { await platform.afterRegister(reg, result); await syncCatalog(authzStore, log, { serviceId: result.instance.service_id, resources: reg.resources }); },
       mounts: managementMounts({
         config, log, db, registry, registryStore: store, platform, access,
         auth: { view: accessView, sigv4: accessDeps.sigv4, bodyLimit: config.bodyLimit },
