@@ -190,7 +190,7 @@ for (const server of LISTENERS) {
       const r = await proxy('/items', bearer('erin'));
       assert.equal(r.status, 200, r.text);
       assert.equal(r.json.headers['x-utilmeta-caller-id'], undefined);
-      const line = node.logs.lines.findLast((l) => l.msg === 'proxied' && typeof l.authz === 'string');
+      const line = [...node.logs.lines].reverse().find((l) => l.msg === 'proxied' && typeof l.authz === 'string');
       assert.ok(line, 'a proxied line with authz');
       assert.equal(line!.authz, 'audit:deny:permission_denied');
       await setMode('enabled=false');
