@@ -3,7 +3,7 @@
 # node:http listener is used automatically.
 ARG NODE_IMAGE=node:20.20-bookworm-slim
 
-# ---- build: dev dependencies, tsc to dist/ ----
+# ---- build: dev dependencies, tsc to dist/, the web console to console/dist ----
 FROM ${NODE_IMAGE} AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
@@ -11,6 +11,7 @@ RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY scripts ./scripts
 COPY src ./src
+COPY console ./console
 RUN npm run build
 
 # ---- runtime: production dependencies, dist/, the launcher ----
@@ -25,6 +26,7 @@ RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force && rm -rf 
  && find node_modules/uWebSockets.js/binaries -name 'uws_*.node' ! -name "$keep" -delete
 COPY bin ./bin
 COPY --from=build /app/dist ./dist
+COPY --from=build /app/console/dist ./console/dist
 COPY utilmeta-proxy.env.example ./
 # Listen on all interfaces inside the container; Prometheus metrics on their own port.
 # DATA_DIR is the only place the node writes (the embedded database, used only when

@@ -3,9 +3,15 @@
 // SQL against its own database clients (so setup works the same on PostgreSQL and
 // on the embedded PGlite, which only this process can open), registry reloads
 // and GC for the memory numbers.
+import v8 from 'node:v8';
 import { parseConfig } from '../src/config/index.ts';
+
+// As the launcher (bin/utilmeta-proxy.js) does, so the benchmark measures what production runs.
+if (!process.env.BENCH_PRETENURING) v8.setFlagsFromString('--no-allocation-site-pretenuring');
 import { createLogger } from '../src/observability/log.ts';
 import { startNode } from '../src/runtime/index.ts';
+import { startWorkers } from '../src/runtime/workers.ts';
+import { openDatabase } from '../src/db/index.ts';
 
 export type ProxyRequest =
   | { id: number; op: 'sql'; db: 'registry' | 'ops'; text: string; params?: unknown[] }
@@ -16,7 +22,24 @@ export type ProxyRequest =
 const config = parseConfig(process.env);
 // pretty: false even on a terminal, so `info` measures the production JSON logger.
 const log = createLogger({ level: config.logLevel, pretty: false });
-const node = await startNode(config, log);
+// With listener threads the nodes live in the threads: this process keeps its own
+// database clients for the benchmark's setup SQL, and the threads reload on NOTIFY.
+const node = config.workers > 1 ? await threadsNode() : await startNode(config, log);
+
+async function threadsNode() {
+  const group = await startWorkers(config, log, config.workers);
+  const db = await openDatabase(config.db, log);
+  return {
+    origin: group.origin,
+    listener: { kind: 'uws' as const },
+    db,
+    registry: { generation: -1, refresh: async () => ({ services: [] as unknown[], instanceCount: -1 }) },
+    close: async () => {
+      await group.close();
+      await db.close();
+    },
+  };
+}
 
 let closing: Promise<void> | null = null;
 const shutdown = () => (closing ??= node.close().finally(() => process.exit(0)));

@@ -27,8 +27,11 @@ const { values: args } = parseArgs({
     only: { type: 'string' },
     // Set everything up, print each cell's target and wait for Ctrl-C (to profile by hand).
     hold: { type: 'boolean' },
+    // Extra node flags for the proxy processes (e.g. to compare V8 settings), space-separated.
+    'node-flags': { type: 'string' },
   },
 });
+const args_nodeFlags = args['node-flags'];
 const DURATION = Number(args.duration ?? (args.quick ? 3 : 10));
 const WARMUP = Number(args.warmup ?? (args.quick ? 1 : 3));
 const ROUNDS = Number(args.rounds ?? (args.quick ? 1 : 2));
@@ -135,7 +138,8 @@ function nodeChild(script: string, args: string[], env: Record<string, string>, 
   const fd = openSync(logFile, 'a');
   // The children's config comes only from us: drop any UTILMETA_PROXY_* of this shell.
   const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('UTILMETA_PROXY_')));
-  const child = track(spawn(process.execPath, ['--expose-gc', '--import', 'tsx', join(HERE, script), ...args], {
+  const extra = script === 'proxy-node.ts' && args_nodeFlags ? args_nodeFlags.split(/\s+/).filter(Boolean) : [];
+  const child = track(spawn(process.execPath, ['--expose-gc', ...extra, '--import', 'tsx', join(HERE, script), ...args], {
     stdio: ['ignore', fd, fd, 'ipc'], env: { ...base, ...env },
   }));
   closeSync(fd);
@@ -429,7 +433,7 @@ interface ProxyChild {
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
 let proxyRuns = 0;
-async function startProxy(server: 'uws' | 'node', level: string, dbEnv: Record<string, string>): Promise<ProxyChild> {
+async function startProxy(server: 'uws' | 'node', level: string, dbEnv: Record<string, string>, workers = 1): Promise<ProxyChild> {
   const port = await freePort();
   const { child, logFile } = nodeChild('proxy-node.ts', [], {
     UTILMETA_PROXY_SERVER: server,
@@ -437,6 +441,7 @@ async function startProxy(server: 'uws' | 'node', level: string, dbEnv: Record<s
     UTILMETA_PROXY_BIND_PORT: String(port),
     UTILMETA_PROXY_LOG_LEVEL: level,
     UTILMETA_PROXY_DB_POOL_SIZE: '4', // several nodes run at once; the hot path never queries
+    UTILMETA_PROXY_WORKERS: String(workers),
     ...dbEnv,
   }, `proxy-${++proxyRuns}-${server}-${level}.log`);
   const { origin } = await ready<{ origin: string }>(child, `proxy (${server})`, logFile);
@@ -549,8 +554,8 @@ const memory: Array<{ config: string; rss: number; hwm: number }> = [];
  * HTTP API (one instance per given upstream port) and a connected supervisor row for
  * NODE_ID. With `bulk`, 999 more services × 3 instances are written in bulk.
  */
-async function benchProxy(dbs: Databases, server: 'uws' | 'node', level: string, ports: number[], publicKey: string, bulk = false): Promise<ProxyChild> {
-  const p = await startProxy(server, level, dbs.env(`${server}_${level}${bulk ? '_reg' : ''}`));
+async function benchProxy(dbs: Databases, server: 'uws' | 'node', level: string, ports: number[], publicKey: string, bulk = false, workers = 1): Promise<ProxyChild> {
+  const p = await startProxy(server, level, dbs.env(`${server}_${level}${bulk ? '_reg' : ''}${workers > 1 ? `_w${workers}` : ''}`), workers);
   for (const port of ports) await registerInstance(p, SERVICE, port);
   // Every column as Supervisor.objects.create would write it (ops schema 2.9).
   await p.sql('ops', `
@@ -634,6 +639,12 @@ async function main(): Promise<void> {
     proxies.push({ name: `${name}, LOG_LEVEL=info`, p: info });
     add(discovery(info, `${name}, LOG_LEVEL=info`), SMALL32);
 
+    if (server === 'uws') {
+      // Two listener threads on one port in one process (UTILMETA_PROXY_WORKERS=2).
+      const w2 = await benchProxy(dbs, server, 'warn', ports.slice(0, 1), keys.publicKey, false, 2);
+      proxies.push({ name: `${name}, 2 listener threads`, p: w2 });
+      add(discovery(w2, `${name}, 2 threads`), SMALL32, SMALL256);
+    }
     // 1,000 services × 3 instances; the loaded service's three instances are all the upstream.
     const reg = await benchProxy(dbs, server, 'warn', ports, keys.publicKey, true);
     proxies.push({ name: `${name}, 3,000 instances`, p: reg });

@@ -292,3 +292,29 @@ for (const server of LISTENERS) {
     });
   });
 }
+
+describe('no master key (node listener)', () => {
+  let dbs: TestDatabases;
+  let node: TestNode;
+  let boot: BootstrapResult;
+  before(async () => {
+    dbs = freshDatabases();
+    node = await startTestNode('node', dbs);
+    boot = await authzBootstrap(node.access.store, effectiveMasterKeys(node.config), { account: 'admin' });
+    await node.access.view.view.refresh();
+  });
+  after(async () => {
+    await node?.close();
+    await dbs?.drop();
+  });
+
+  it('key endpoints answer 503 MASTER_KEY_MISSING; bearer tokens and the directory still work', async () => {
+    assert.equal(boot.accessKeyId, null);
+    const H = { authorization: `Bearer ${boot.token}`, 'content-type': 'application/json' };
+    const r = await call(`${node.origin}/api/v1/access-keys`, { method: 'POST', headers: H, body: JSON.stringify({ ownerType: 'USER', ownerId: boot.userId }) });
+    assert.equal(r.status, 503, r.text);
+    assert.equal(r.json.code, 'MASTER_KEY_MISSING');
+    const d = await call(`${node.origin}${DIR}/orgs`, { headers: H });
+    assert.equal(d.status, 200, d.text);
+  });
+});

@@ -2,6 +2,7 @@
 // object checked against the Kubernetes schemas (kubernetes-models) plus the properties an
 // operator relies on; the Compose file, its nginx load balancer and the Dockerfile checked
 // structurally (no container engine here); the demo service run against a real node.
+import { kubectlPath } from './support/kubectl.ts';
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
@@ -35,7 +36,7 @@ let k8sCopy = '';
 const rendered = new Map<string, K8sObject[]>();
 
 function render(overlay: string): K8sObject[] {
-  const r = spawnSync('kubectl', ['kustomize', join(k8sCopy, 'overlays', overlay)], { encoding: 'utf8' });
+  const r = spawnSync(kubectlPath(), ['kustomize', join(k8sCopy, 'overlays', overlay)], { encoding: 'utf8' });
   if (r.error) throw new Error(`kubectl is needed to render the manifests: ${r.error.message}`);
   assert.equal(r.status, 0, `kubectl kustomize overlays/${overlay}: ${r.stderr}`);
   const docs = parseAllDocuments(r.stdout);

@@ -9,7 +9,8 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import postgres from 'postgres';
 import { parse } from '../src/pyjson/index.ts';
-import { detectOpsSchema, ledgerHas0006, SupervisorRepository, type OpsSchemaVersion, type SupervisorRow } from '../src/platform/supervisors.ts';
+import { detectOpsSchema, ledgerHas0006, supervisorDataProblem, MAX_INIT_KEY_LENGTH, SupervisorRepository, type OpsSchemaVersion, type SupervisorRow } from '../src/platform/supervisors.ts';
+import type { SupervisorData } from '../src/platform/client.ts';
 import { AccessTokenStore } from '../src/platform/tokens-store.ts';
 
 const PG_HOST = process.env.TEST_PG_HOST ?? '127.0.0.1';
@@ -134,6 +135,47 @@ async function connectedSupervisor(repo: SupervisorRepository, service: string, 
   assert.equal(res.ok, true, res.message);
   return res.row!;
 }
+
+describe('SupervisorData checks (before any SQL)', () => {
+  const ok: SupervisorData = { node_id: 'n-1', ops_api: 'http://127.0.0.1:1/ops', init_key: 'k', backup_urls: [] };
+  const with_ = (extra: Record<string, unknown>) => ({ ...ok, ...extra }) as unknown as SupervisorData;
+
+  it('accepts well-formed data', () => {
+    assert.equal(supervisorDataProblem(ok), null);
+    assert.equal(supervisorDataProblem(with_({ init_key: 'k'.repeat(MAX_INIT_KEY_LENGTH), url: null, ident: null })), null);
+  });
+
+  it('names init_key when it is not a bounded string without control characters', () => {
+    for (const v of [true, 7, 1.5, ['k'], { k: 1 }, Infinity]) {
+      assert.equal(supervisorDataProblem(with_({ init_key: v })), 'SupervisorData.init_key must be a string', String(v));
+    }
+    assert.equal(supervisorDataProblem(with_({ init_key: 'k'.repeat(MAX_INIT_KEY_LENGTH + 1) })), `SupervisorData.init_key is longer than ${MAX_INIT_KEY_LENGTH} characters`);
+    for (const v of ['a\u0000b', 'a\nb', 'a\u007fb', '\tk']) {
+      assert.equal(supervisorDataProblem(with_({ init_key: v })), 'SupervisorData.init_key contains control characters', JSON.stringify(v));
+    }
+  });
+
+  it('names the other string fields the same way', () => {
+    assert.equal(supervisorDataProblem(with_({ node_id: 'a\u0000b' })), 'SupervisorData.node_id contains control characters');
+    assert.equal(supervisorDataProblem(with_({ url: {} })), 'SupervisorData.url must be a string');
+    assert.equal(supervisorDataProblem(with_({ public_key: 5 })), 'SupervisorData.public_key must be a string');
+    assert.equal(supervisorDataProblem(with_({ ident: 'x'.repeat(21) })), 'SupervisorData.ident is longer than 20 characters');
+    assert.equal(supervisorDataProblem(with_({ backup_urls: ['ok', 'a\rb'] })), 'SupervisorData.backup_urls entry contains control characters');
+    assert.equal(supervisorDataProblem(with_({ node_id: '' })), 'SupervisorData.node_id is required');
+  });
+
+  it('saveSupervisor answers 400 without touching the database', async () => {
+    // Any query would call the tagged-template function: make it fail loudly.
+    const noSql = new Proxy(() => undefined, { apply: () => assert.fail('SQL issued'), get: () => assert.fail('SQL issued') });
+    const repo = new SupervisorRepository(noSql as never, { schema: '2.9' });
+    for (const init_key of [true, 7, 'a\u0000b', 'k'.repeat(10_000)]) {
+      const r = await repo.saveSupervisor(with_({ init_key }));
+      assert.equal(r.ok, false);
+      assert.equal(r.status, 400);
+      assert.match(r.message, /^SupervisorData\.init_key /);
+    }
+  });
+});
 
 for (const version of ['2.9', '2.8'] as const) {
   describe(`ops schema ${version}`, () => {

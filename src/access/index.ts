@@ -14,3 +14,4 @@ export { Credentials } from './credentials.ts';
 export { MemoryLoginLimiter, RedisLoginLimiter } from './login-limit.ts';
 export { effectiveMasterKeys, authzMain } from './cli.ts';
 export { buildCatalog, apiIdOf, routeKeyOf, deprecationChanges } from './catalog.ts';
+export { recordRevokedJtis, type RevokeJtisOptions } from './revocation.ts';

@@ -122,24 +122,32 @@ export async function readAuthz<T>(fn: () => Promise<T>, errors?: ConstraintErro
  * propagation engine hooks in here once instead of at every call site).
  */
 export class AuthzStore {
-  readonly #listeners = new Set<(events: CommittedEvent[]) => void>();
+  readonly #listeners = new Set<(events: CommittedEvent[]) => unknown>();
   constructor(readonly sql: postgres.Sql) {}
 
-  onCommit(listener: (events: CommittedEvent[]) => void): () => void {
+  /**
+   * Runs after every commit. A listener that returns a promise is awaited (bounded)
+   * before write() returns: the writing node then reads its own writes (a key or
+   * token it just created works on the next request to this node).
+   */
+  onCommit(listener: (events: CommittedEvent[]) => unknown): () => void {
     this.#listeners.add(listener);
     return () => void this.#listeners.delete(listener);
   }
 
   async write<T>(actor: AuthzActor, fn: (tx: AuthzTx) => Promise<T>, opts?: WriteOptions): Promise<WriteResult<T>> {
     const out = await writeAuthz(this.sql, actor, fn, opts);
+    const waits: Array<Promise<unknown>> = [];
     for (const l of this.#listeners) {
       try {
-        l(out.events);
+        const r = l(out.events);
+        if (r instanceof Promise) waits.push(r.catch(() => {}));
       } catch {
         // A failing listener must not turn a committed write into an error; the
         // resync timer recovers whatever it missed.
       }
     }
+    if (waits.length) await Promise.race([Promise.all(waits), new Promise((r) => setTimeout(r, 2000).unref())]);
     return out;
   }
 

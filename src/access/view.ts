@@ -170,9 +170,19 @@ export class AccessView {
     return undefined;
   }
 
-  /** The writer's own commits: applied at once, without waiting for a channel. */
-  applyLocal(events: readonly CommittedEvent[]): void {
+  /**
+   * The writer's own commits, without waiting for a channel: tightening ones at
+   * once; the promise settles when a reload (for anything else) has finished, so
+   * the writer reads its own writes.
+   */
+  applyLocal(events: readonly CommittedEvent[]): Promise<void> {
     for (const e of events) this.view.push(JSON.stringify(eventPayload(e)), 'local');
+    const last = events.length ? events[events.length - 1].seq : 0;
+    if (this.current.seq >= last) return Promise.resolve();
+    // A reload already in flight may have read before this commit: wait for one that did not.
+    return (async () => {
+      for (let i = 0; i < 3 && this.current.seq < last; i++) await this.view.refresh().catch(() => undefined);
+    })();
   }
 
 

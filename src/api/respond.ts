@@ -34,7 +34,7 @@ export function errorBody(err: HttpError): Record<string, string> {
   return err.state ? { error: err.message, state: err.state } : { error: err.message };
 }
 
-/** Headers the proxy adds and browsers may read (spec §6.11: the original exposed only server-timing). */
+/** Headers the proxy adds and browsers may read (the original exposed only server-timing). */
 export const EXPOSED_HEADERS = [
   'server-timing',
   'x-request-id',
@@ -51,10 +51,31 @@ export const ALLOWED_HEADERS = [
   'content-type', 'content-length', 'accept', 'origin', 'user-agent',
 ].join(', ');
 
-/** CORS headers for a non-preflight response (spec §1.2: origin echoed, credentials allowed). */
+/** Longest Origin echoed back; real origins are far shorter. */
+export const MAX_ORIGIN_LENGTH = 2048;
+// `scheme://host[:port]`: a DNS name, IPv4 or bracketed IPv6 host, ASCII only.
+const ORIGIN = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$/;
+
+/**
+ * The request's Origin when it is a serialized origin (`null` or
+ * `scheme://host[:port]`, ASCII, at most 2 KB), else undefined. Only such a
+ * value is echoed: anything else would put arbitrary bytes into a response
+ * header (which a listener may refuse to write) and grant credentials to
+ * something that is not an origin.
+ */
+export function wellFormedOrigin(origin: string | undefined): string | undefined {
+  if (origin === undefined || origin.length > MAX_ORIGIN_LENGTH) return undefined;
+  return origin === 'null' || ORIGIN.test(origin) ? origin : undefined;
+}
+
+/**
+ * CORS headers for a non-preflight response: a well-formed Origin is echoed
+ * with credentials allowed; without one (absent or malformed) any origin may
+ * read, without credentials.
+ */
 export function corsHeaders(req: IncomingRequest): HeaderList {
-  const origin = req.header('origin');
-  if (!origin) return [['access-control-allow-origin', '*'], ['access-control-expose-headers', EXPOSED_HEADERS]];
+  const origin = wellFormedOrigin(req.header('origin'));
+  if (origin === undefined) return [['access-control-allow-origin', '*'], ['access-control-expose-headers', EXPOSED_HEADERS]];
   return [
     ['access-control-allow-origin', origin],
     ['access-control-allow-credentials', 'true'],
@@ -63,7 +84,7 @@ export function corsHeaders(req: IncomingRequest): HeaderList {
   ];
 }
 
-/** OPTIONS is always answered locally (spec §1.2), never proxied. */
+/** OPTIONS is always answered locally, never proxied. */
 export function sendPreflight(req: IncomingRequest, res: ResponseWriter, methods: string, maxAge: number): void {
   res.send(200, [
     ['allow', methods],

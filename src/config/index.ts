@@ -49,6 +49,8 @@ export interface Config {
   logLevel: string;
   metricsHost: string;
   metricsPort: number | null;
+  /** Serve the operator web console at /console/ (UTILMETA_PROXY_CONSOLE). */
+  console: boolean;
   envFile: string | null;
 }
 
@@ -126,6 +128,7 @@ export const VARIABLES: Array<{ name: string; default: string; help: string; gro
   { group: 'Observability', name: 'LOG_LEVEL', default: 'info', help: 'pino log level: trace, debug, info, warn, error, fatal, silent.' },
   { group: 'Observability', name: 'METRICS_HOST', default: '127.0.0.1', help: 'Address of the Prometheus metrics listener.' },
   { group: 'Observability', name: 'METRICS_PORT', default: '(unset: off)', help: 'Port of the Prometheus metrics listener (/metrics).' },
+  { group: 'Observability', name: 'CONSOLE', default: 'true', help: 'Serve the operator web console at /console/ on the main listener: true or false.' },
 ];
 
 type Env = Record<string, string | undefined>;
@@ -251,6 +254,7 @@ export function parseConfig(env: Env, envFile: string | null = null): Config {
     logLevel,
     metricsHost: r.str('METRICS_HOST') ?? '127.0.0.1',
     metricsPort,
+    console: r.bool('CONSOLE', true),
     envFile,
   };
 }

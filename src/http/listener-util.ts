@@ -58,6 +58,75 @@ export function declaredLength(contentLength: string | undefined): number {
   return Number.isSafeInteger(n) && n >= 0 ? n : -1;
 }
 
+// --- request framing ------------------------------------------------------------
+
+/** More header fields than this is refused with 431 (nginx and node allow about as many). */
+export const MAX_HEADER_COUNT = 100;
+/** Header names and values together (plus ": " and CRLF per line): more is refused with 431. */
+export const MAX_HEADER_BYTES = 16 * 1024;
+
+export interface FramingError {
+  status: 400 | 431;
+  message: string;
+}
+
+const DIGITS = /^[0-9]+$/;
+
+/**
+ * Headers that make the request's framing ambiguous or the request too large,
+ * checked before anything else looks at the request. Two parsers that disagree
+ * on where a request ends (this node and an upstream, or a front proxy and this
+ * node) let a second request hide inside the first, so anything that is not
+ * one clear length is refused with 400 and the connection is closed:
+ * - more than one Content-Length, or one that is not all digits;
+ * - Transfer-Encoding other than exactly one `chunked`, or together with Content-Length;
+ * - more than one Host, an empty header name, DEL in a value.
+ * More than MAX_HEADER_COUNT headers or MAX_HEADER_BYTES of them is a 431.
+ * `headers` are the (lower-cased) pairs in wire order.
+ * Both parsers already refuse other invalid names and every other control
+ * character in values before JavaScript runs (node:http with a 400, uWS by
+ * never answering); only an empty name (uWS drops it, node refuses it) and DEL
+ * (uWS passes it on) get through, and scanning every value with a character
+ * class would cost about 1 µs per request.
+ */
+export function framingError(headers: ReadonlyArray<readonly [string, string]>): FramingError | null {
+  if (headers.length > MAX_HEADER_COUNT) return { status: 431, message: `more than ${MAX_HEADER_COUNT} header fields` };
+  let bytes = 0;
+  let cl = 0;
+  let te = 0;
+  let host = 0;
+  let clValue = '';
+  let teValue = '';
+  for (let i = 0; i < headers.length; i++) {
+    const [name, value] = headers[i];
+    bytes += name.length + value.length + 4;
+    if (name.length === 0) return { status: 400, message: 'empty header name' };
+    if (value.includes('\u007f')) return { status: 400, message: `control character in the ${name} header` };
+    if (name === 'content-length') {
+      cl++;
+      clValue = value;
+    } else if (name === 'transfer-encoding') {
+      te++;
+      teValue = value;
+    } else if (name === 'host') host++;
+  }
+  if (bytes > MAX_HEADER_BYTES) return { status: 431, message: `request headers exceed ${MAX_HEADER_BYTES} bytes` };
+  if (host > 1) return { status: 400, message: 'more than one Host header' };
+  if (cl > 1) return { status: 400, message: 'more than one Content-Length header' };
+  if (cl === 1 && !DIGITS.test(clValue.trim())) return { status: 400, message: 'Content-Length is not a decimal number' };
+  if (te > 1) return { status: 400, message: 'more than one Transfer-Encoding header' };
+  if (te === 1) {
+    if (teValue.trim().toLowerCase() !== 'chunked') return { status: 400, message: 'Transfer-Encoding other than chunked' };
+    if (cl === 1) return { status: 400, message: 'Transfer-Encoding together with Content-Length' };
+  }
+  return null;
+}
+
+/** The body of a framing refusal, the same JSON shape as every other error. */
+export function framingErrorBody(e: FramingError): string {
+  return JSON.stringify({ error: e.message });
+}
+
 // --- IP formatting --------------------------------------------------------------
 
 /** Text form of a 4- or 16-byte address, like node/libuv print it; IPv4-mapped IPv6 unwrapped. */

@@ -12,6 +12,8 @@ import {
   ListenerRequest,
   byteLength,
   declaredLength,
+  framingError,
+  framingErrorBody,
   isBodylessStatus,
   isListenerOwnedHeader,
   mayReportLength,
@@ -188,6 +190,14 @@ function onRequest(req: IncomingMessage, res: ServerResponse, handler: Handler, 
     headers[j] = [k, raw[i + 1]];
     if (k === 'content-length') contentLength ??= raw[i + 1];
     else if (k === 'transfer-encoding') chunked = true;
+  }
+  // First, before anything reads the body; the connection is closed after the answer.
+  const bad = framingError(headers);
+  if (bad) {
+    const text = req.method === 'HEAD' ? '' : framingErrorBody(bad);
+    res.writeHead(bad.status, ['content-type', 'application/json', 'connection', 'close', 'content-length', String(Buffer.byteLength(text))]);
+    res.end(text);
+    return;
   }
   const declared = chunked ? -1 : declaredLength(contentLength);
   let body: BodyQueue | null = null;

@@ -1,6 +1,39 @@
 // uWebSockets.js listener (the fast path). uWS hands out a stack-allocated
 // HttpRequest and a HttpResponse that dies on abort, so everything is read up
 // front and every later write is guarded and corked.
+//
+// What never reaches JavaScript on this build (@trufflesuite/uws-js-unofficial
+// 20.30.0-unofficial.0): its HTTP parser stops reading such a connection without
+// answering, and uSockets closes it at the HTTP idle timeout (10 s, checked on a
+// 4 s tick: 9–12 s after the last byte, 11.7 s measured here). node:http answers
+// these at once (400, 505 or a close).
+//   - request line: garbage, a missing or malformed version (lower case, 1.2,
+//     2.0, 9.9, huge), two spaces or a tab as separator, a space/NUL/CTL in the
+//     target, a target that is `*`, relative or absolute-form or authority-form
+//     (CONNECT included), bare LF or CR line ends, a leading CRLF, a BOM;
+//   - HTTP/1.0 requests (with or without Host, Upgrade included), HTTP/1.1
+//     without Host;
+//   - other protocols: the HTTP/2 preface, a TLS or SSLv2 hello, a PROXY
+//     protocol line, binary noise;
+//   - header names with `_`, a space before the colon (`Transfer-Encoding :`),
+//     NUL, `/` or bytes above 0x7F, a line without a colon; values with NUL,
+//     CTL (0x01–0x1F except HTAB, incl. VT before `chunked`) or a bare CR;
+//     obs-fold continuation lines; more than 48 header lines (measured: 48
+//     reach JavaScript, 49 hang), so the 100-header limit of framingError()
+//     only ever applies on node:http.
+// Parser leniencies that reach JavaScript looking valid, so nothing here can
+// refuse them: an empty header name (`: 1`) is dropped silently; bytes above
+// 0x7F at either end of a header value are trimmed (`X-A: é` arrives empty);
+// chunked bodies with a missing CRLF after the data or junk trailers are
+// accepted; a chunk extension with NUL/CTL stalls the body (the handler waits
+// until its own timeout or the idle timeout).
+// The wait cannot be shortened from JavaScript on this build: App() takes only
+// TLS options, the HTTP idle timeout is a compile-time constant (the
+// `idleTimeout` option exists only for WebSocket routes), and there is no
+// per-connection open hook (no `App.filter`) to start a shorter timer for
+// connections that never produce a request. Newer uWS releases answer several
+// of these cases with 400/505 themselves.
+// Everything that does reach JavaScript goes through framingError() first.
 import { createRequire } from 'node:module';
 import type { Logger } from 'pino';
 import type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket } from 'uWebSockets.js';
@@ -15,6 +48,9 @@ import {
   byteLength,
   declaredLength,
   formatIp,
+  framingError,
+  framingErrorBody,
+  type FramingError,
   isBodylessStatus,
   isListenerOwnedHeader,
   mayReportLength,
@@ -60,6 +96,7 @@ const EMPTY = Buffer.alloc(0);
 /** In chunked mode uWS buffers whatever it cannot send; after backpressure we first write this much to learn whether it drained. */
 const PROBE = 1024;
 const NO_HEADERS: HeaderList = [];
+const NON_ASCII = /[^\u0000-\u007f]/;
 const METHODS: Record<string, string> = {
   get: 'GET', post: 'POST', put: 'PUT', delete: 'DELETE', patch: 'PATCH', head: 'HEAD', options: 'OPTIONS',
 };
@@ -365,8 +402,16 @@ class UwsResponse implements ResponseWriter {
   }
 }
 
+/** Answers a request whose framing is refused and closes the connection (uWS then adds Connection: close itself). */
+function refuseFraming(res: HttpResponse, e: FramingError, isHead: boolean): void {
+  res.cork(() => {
+    res.writeStatus(statusLine(e.status));
+    res.writeHeader('content-type', 'application/json');
+    res.end(isHead ? EMPTY : framingErrorBody(e), true);
+  });
+}
+
 function onRequest(res: HttpResponse, req: HttpRequest, handler: Handler, log: Logger | undefined): void {
-  const out = new UwsResponse(res, log);
   // Everything from `req` now: it is stack-allocated and gone after this returns.
   const m = req.getMethod(); // this build lower-cases the method
   const method = METHODS[m] ?? m.toUpperCase();
@@ -376,10 +421,19 @@ function onRequest(res: HttpResponse, req: HttpRequest, handler: Handler, log: L
   let contentLength: string | undefined;
   let chunked = false;
   req.forEach((k, v) => {
+    // This build decodes header bytes as UTF-8 (U+FFFD for invalid bytes), while
+    // node:http hands out one char per byte (latin1): re-encode so that both
+    // listeners give the same strings, and no value holds a char above 0xFF that
+    // an HTTP client (undici) then refuses to forward.
+    if (NON_ASCII.test(v)) v = Buffer.from(v, 'utf8').toString('latin1');
     headers.push([k, v]);
     if (k === 'content-length') contentLength ??= v;
     else if (k === 'transfer-encoding') chunked = true;
   });
+  // First, before anything reads the body: answered synchronously, so no abort handler is needed.
+  const bad = framingError(headers);
+  if (bad) return refuseFraming(res, bad, method === 'HEAD');
+  const out = new UwsResponse(res, log);
   // Binary form: this build's getRemoteAddressAsText() prints unabbreviated IPv6.
   const remoteAddress = formatIp(new Uint8Array(res.getRemoteAddress()));
   out.isHead = method === 'HEAD';

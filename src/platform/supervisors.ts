@@ -15,6 +15,7 @@
 import type postgres from 'postgres';
 import type { Logger } from 'pino';
 import { dumpsJs } from '../pyjson/index.ts';
+import { textProblem } from '../core/text.ts';
 import { decodeKeyText, type ResourceData, type ResourcesData, type SupervisorData } from './client.ts';
 
 type Sql = postgres.Sql<Record<string, unknown>> | postgres.TransactionSql<Record<string, unknown>>;
@@ -157,6 +158,43 @@ export interface SupervisorRepositoryOptions {
   log?: Logger;
 }
 
+/** init_key is a platform key (base64 of a JWK, a few hundred characters); anything far longer is not one. */
+export const MAX_INIT_KEY_LENGTH = 4096;
+/** public_key is a JWK (JSON or base64): same order of size as init_key. */
+const MAX_PUBLIC_KEY_LENGTH = 8192;
+
+/**
+ * What utype's SupervisorData schema would reject before save_supervisor runs,
+ * plus what PostgreSQL would refuse mid-transaction (U+0000): the message names
+ * the field, or null when `data` can be saved. Runs before any SQL.
+ */
+export function supervisorDataProblem(data: SupervisorData): string | null {
+  const d = data as unknown as Record<string, unknown>;
+  const text = (name: string, max: number, opts: { required?: boolean; nullable?: boolean } = {}): string | null => {
+    const v = d[name];
+    if (v === undefined || v === null) return opts.required ? `SupervisorData.${name} is required` : null;
+    if (opts.required && v === '') return `SupervisorData.${name} is required`;
+    const p = textProblem(v, max);
+    return p ? `SupervisorData.${name} ${p}` : null;
+  };
+  const problem =
+    text('init_key', MAX_INIT_KEY_LENGTH, { required: true }) ??
+    text('node_id', 40, { required: true }) ??
+    text('ops_api', 200, { required: true }) ??
+    text('ident', 20) ??
+    text('url', 200) ??
+    text('base_url', 200) ??
+    text('public_key', MAX_PUBLIC_KEY_LENGTH);
+  if (problem) return problem;
+  const backup = data.backup_urls ?? [];
+  if (!Array.isArray(backup) || backup.some((u) => typeof u !== 'string')) return 'SupervisorData.backup_urls must be a list of strings';
+  for (const u of backup as string[]) {
+    const p = textProblem(u, 200);
+    if (p) return `SupervisorData.backup_urls entry ${p}`;
+  }
+  return null;
+}
+
 export class SupervisorRepository {
   private schemaP: Promise<OpsSchemaVersion> | undefined;
   private readonly now: () => Date;
@@ -280,17 +318,12 @@ export class SupervisorRepository {
    * cannot both bind it.
    */
   async saveSupervisor(data: SupervisorData, opts: { rowId?: string } = {}): Promise<SaveSupervisorResult> {
-    if (!data || !data.init_key) {
+    if (!data || (data.init_key as unknown) === undefined || data.init_key === null || data.init_key === '') {
       return { ok: false, status: 400, message: 'Missing init_key for supervisor to be saved', row: null, updated: false };
     }
-    // What utype's SupervisorData schema would reject before save_supervisor runs.
-    if (typeof data.node_id !== 'string' || !data.node_id) return bad('SupervisorData.node_id is required');
-    if (typeof data.ops_api !== 'string' || !data.ops_api) return bad('SupervisorData.ops_api is required');
-    if (data.node_id.length > 40) return bad('SupervisorData.node_id is longer than 40 characters');
-    if (data.ident != null && (typeof data.ident !== 'string' || data.ident.length > 20)) return bad('SupervisorData.ident must be a string of at most 20 characters');
-    if (data.ops_api.length > 200 || (data.url != null && String(data.url).length > 200)) return bad('SupervisorData.ops_api/url are longer than 200 characters');
+    const problem = supervisorDataProblem(data);
+    if (problem) return bad(problem);
     const backup = data.backup_urls ?? [];
-    if (!Array.isArray(backup) || backup.some((u) => typeof u !== 'string')) return bad('SupervisorData.backup_urls must be a list of strings');
 
     const v = await this.schema();
     return (await this.sql.begin(async (tx) => {

@@ -127,10 +127,16 @@ export function outboundHeaders(req: IncomingRequest, keepContentLength: boolean
   const connectionListed = req.header('connection');
   const listed = connectionListed ? new Set(connectionListed.toLowerCase().split(',').map((s) => s.trim())) : null;
   const overridden = extra.length ? new Set(extra.map(([k]) => k)) : null;
+  // At most one content-length goes upstream, whatever arrived: two would let
+  // the upstream pick a different length than the one this node read.
+  let lengthSent = !keepContentLength;
   for (const [name, value] of req.headers) {
     if (DROP.has(name)) continue;
     if (name.charCodeAt(0) === 120 /* x */ && name.startsWith('x-utilmeta-') && !KEEP_UTILMETA.has(name)) continue;
-    if (name === 'content-length' && !keepContentLength) continue;
+    if (name === 'content-length') {
+      if (lengthSent) continue;
+      lengthSent = true;
+    }
     if (listed?.has(name)) continue;
     if (overridden?.has(name)) continue;
     if ((name === 'authorization' || name === 'x-auth-token') && UMT.test(value)) continue;

@@ -54,6 +54,8 @@ export class Exchange {
   body: Buffer | AsyncIterable<Buffer> | null = null;
   streamed = false;
 
+  /** Runs once the upstream answered, with its status (e.g. to record an accepted revoke). */
+  afterForward: ((status: number) => void) | undefined = undefined;
   outcome: ForwardOutcome | undefined = undefined;
   /** The state of a proxy-made error, for logs and metrics. */
   state: string | undefined = undefined;

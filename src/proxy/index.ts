@@ -19,7 +19,7 @@ import type { Upstream } from './upstream.ts';
 import type { ProxyLogRecord } from '../observability/record.ts';
 import {
   authenticatePlatform, bodyPolicy, chooseInstances, forward, identifyCaller, platformTarget, requireCandidates,
-  requireNodeId, requireServiceName, resolveByName, resolvePlatformService,
+  requireCanonicalPath, requireNodeId, requireServiceName, resolveByName, resolvePlatformService,
 } from './stages/index.ts';
 
 export { Exchange } from './exchange.ts';
@@ -52,18 +52,20 @@ export function buildChains(deps: ProxyDeps): Partial<Record<ProxyType, Chain>> 
   const { config, upstream } = deps;
   const ext = (point: keyof ChainExtensions, type: ProxyType): Stage[] => deps.extensions?.[point]?.[type] ?? [];
   const tail = (type: ProxyType): Stage[] => [...ext('choose', type), chooseInstances(), requireCandidates(), bodyPolicy(config), forward(upstream)];
+  // Path safety runs first in every chain: nothing is resolved or authorized
+  // for a path the upstream could read differently.
   const chains: Partial<Record<ProxyType, Chain>> = {
     discovery: compose([
-      requireServiceName(), identifyCaller(config, 'discovery'), resolveByName(), ...ext('authorize', 'discovery'), ...tail('discovery'),
+      requireCanonicalPath(), requireServiceName(), identifyCaller(config, 'discovery'), resolveByName(), ...ext('authorize', 'discovery'), ...tail('discovery'),
     ]),
   };
   const platform = deps.platform;
   if (platform) {
     for (const type of ['supervisor', 'operations'] as const) {
-      chains[type] = compose([authenticatePlatform(platform, type), ...ext('authorize', type), resolvePlatformService(), ...tail(type)]);
+      chains[type] = compose([requireCanonicalPath(), authenticatePlatform(platform, type), ...ext('authorize', type), resolvePlatformService(), ...tail(type)]);
     }
     chains.forward = compose([
-      requireNodeId(), identifyCaller(config, 'forward'), platformTarget(platform, config), ...ext('authorize', 'forward'),
+      requireCanonicalPath(), requireNodeId(), identifyCaller(config, 'forward'), platformTarget(platform, config), ...ext('authorize', 'forward'),
       requireCandidates(), bodyPolicy(config), forward(upstream),
     ]);
   }

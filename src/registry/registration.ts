@@ -4,6 +4,7 @@ import { isIP } from 'node:net';
 import { lookup } from 'node:dns/promises';
 import { PyNumber, dumps, etag, get, isObject, parse, PyJsonError, type PyValue } from '../pyjson/index.ts';
 import { invalid } from '../core/errors.ts';
+import { hasControlChars } from '../core/text.ts';
 
 export interface Registration {
   name: string;
@@ -36,6 +37,10 @@ const LIMITS = { name: 60, address: 255, version: 32, language: 40, language_ver
 
 const bad = (msg: string) => invalid(msg);
 
+// Every string field refuses C0 controls and DEL, except that a free-text
+// description may span lines (tab, LF, CR): it is stored, never put in a header.
+const FREE_TEXT_CTL = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/;
+
 function field(body: Map<string, PyValue>, names: string[]): PyValue | undefined {
   for (const n of names) {
     const v = body.get(n);
@@ -44,13 +49,18 @@ function field(body: Map<string, PyValue>, names: string[]): PyValue | undefined
   return undefined;
 }
 
-function str(body: Map<string, PyValue>, name: string, opts: { aliases?: string[]; required?: boolean; nullable?: boolean; def?: string | null } = {}): string | null {
+function str(
+  body: Map<string, PyValue>,
+  name: string,
+  opts: { aliases?: string[]; required?: boolean; nullable?: boolean; def?: string | null; freeText?: boolean } = {},
+): string | null {
   const v = field(body, [name, ...(opts.aliases ?? [])]);
   if (v === undefined || v === null) {
     if (opts.required) throw bad(`registration field '${name}' is required`);
     return opts.def ?? null;
   }
   if (typeof v !== 'string') throw bad(`registration field '${name}' must be a string`);
+  if (opts.freeText ? FREE_TEXT_CTL.test(v) : hasControlChars(v)) throw bad(`registration field '${name}' contains control characters`);
   if (opts.required && v.trim() === '') throw bad(`registration field '${name}' must not be empty`);
   const max = (LIMITS as Record<string, number>)[name];
   if (max && v.length > max) throw bad(`registration field '${name}' is longer than ${max} characters`);
@@ -88,21 +98,85 @@ function netloc(url: string): string {
 }
 
 /**
+ * Why `url` cannot be an instance URL whatever its netloc, or null: whitespace,
+ * control characters and backslashes are read differently by different URL
+ * parsers, and a scheme-relative `//host/x` would be joined onto the address
+ * as a path that names another host.
+ */
+export function rawUrlProblem(url: string): string | null {
+  if (/[\s\u0000-\u001f\u007f]/.test(url)) return 'contains whitespace or control characters';
+  if (url.includes('\\')) return 'contains a backslash';
+  if (url.startsWith('//')) return 'is scheme-relative (//host/…): give http://<address>/… or a path';
+  return null;
+}
+
+/**
+ * The path, query and fragment of an absolute URL as written, compared with
+ * what the WHATWG URL parser makes of them: a difference means dot-segments
+ * (plain or percent-encoded) that a client would resolve, or characters that
+ * need percent-encoding. Instance URLs are joined with proxied paths byte for
+ * byte, so they must already be canonical.
+ */
+export function urlRoundTrips(url: string): boolean {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return false;
+  }
+  const m = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/[^/?#]*(.*)$/.exec(url);
+  if (!m) return false;
+  const rest = m[1];
+  const parsed = u.pathname + u.search + u.hash;
+  // An empty path is '/' once parsed.
+  return rest === parsed || (rest === '' && parsed === '/') || (rest.startsWith('?') && parsed === `/${rest}`);
+}
+
+/**
  * Steps 5/6: a URL without a netloc is joined onto http://<address>; an absolute
- * one must name exactly the instance address.
+ * one must name exactly the instance address. Either way the result must be a
+ * canonical http(s) URL.
  */
 export function normalizeInstanceUrl(fieldName: string, url: string, address: string): string {
+  const raw = rawUrlProblem(url);
+  if (raw) throw bad(`registration field '${fieldName}' ${raw}`);
   const loc = netloc(url);
+  let full: string;
   if (!loc) {
     if (/^[A-Za-z][A-Za-z0-9+.-]*:/.test(url)) throw bad(`registration field '${fieldName}' is not a valid URL: '${url}'`);
     const path = url.startsWith('/') ? url : `/${url}`;
-    return `http://${address}${path === '/' ? '' : path}`.replace(/\/+$/, '');
+    full = `http://${address}${path === '/' ? '' : path}`.replace(/\/+$/, '');
+  } else {
+    if (!/^https?:\/\//i.test(url)) throw bad(`registration field '${fieldName}' must be an http(s) URL, got '${url}'`);
+    if (loc !== address) {
+      throw bad(`registration field '${fieldName}' netloc '${loc}' is inconsistent with the instance address '${address}'`);
+    }
+    full = url;
   }
-  if (!/^https?:\/\//i.test(url)) throw bad(`registration field '${fieldName}' must be an http(s) URL, got '${url}'`);
-  if (loc !== address) {
-    throw bad(`registration field '${fieldName}' netloc '${loc}' is inconsistent with the instance address '${address}'`);
+  if (!urlRoundTrips(full)) {
+    throw bad(`registration field '${fieldName}' is not a canonical URL (dot-segments, or characters that need percent-encoding): '${url}'`);
   }
-  return url;
+  return full;
+}
+
+/** Where in `v` a string or key holds U+0000 (PostgreSQL's jsonb cannot store it), or null. */
+export function nulPath(v: PyValue, at: string): string | null {
+  if (typeof v === 'string') return v.includes('\u0000') ? at : null;
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) {
+      const p = nulPath(v[i], `${at}[${i}]`);
+      if (p) return p;
+    }
+    return null;
+  }
+  if (isObject(v)) {
+    for (const [k, x] of v) {
+      if (k.includes('\u0000')) return `${at} (a key)`;
+      const p = nulPath(x, `${at}.${k}`);
+      if (p) return p;
+    }
+  }
+  return null;
 }
 
 export async function parseRegistration(text: string): Promise<Registration> {
@@ -137,6 +211,8 @@ export async function parseRegistration(text: string): Promise<Registration> {
 
   const resources = doc.get('resources') ?? null;
   if (resources !== null && !isObject(resources)) throw bad("registration field 'resources' must be an object or null");
+  const nul = resources === null ? null : nulPath(resources, 'resources');
+  if (nul) throw bad(`registration field '${nul}' contains U+0000`);
   const resourcesJson = resources === null ? null : dumps(resources);
   let cwd = str(doc, 'cwd');
   // cwd is varchar(100) (schema.md §8.3) while services send full paths: keep the tail.
@@ -144,7 +220,7 @@ export async function parseRegistration(text: string): Promise<Registration> {
   return {
     name,
     title: str(doc, 'title'),
-    description: str(doc, 'description', { def: '' }) ?? '',
+    description: str(doc, 'description', { def: '', freeText: true }) ?? '',
     address,
     host,
     port,

@@ -4,6 +4,7 @@
 // snapshot; app keys are refused here (they only call /api/proxy). The result is
 // the caller the domain functions take.
 import { DomainError } from '../core/errors.ts';
+import { withSessionCredential } from './console-session.ts';
 import type { IncomingRequest } from '../http/types.ts';
 import { isAdmin, userRoleClosure } from '../access/decision-state.ts';
 import {
@@ -47,6 +48,8 @@ export interface Authenticated {
  * for an app key or a disabled user.
  */
 export async function authenticateManagement(deps: ManagementAuthDeps, req: IncomingRequest): Promise<Authenticated> {
+  // The console's session cookie counts only under its CSRF rule (console-session.ts).
+  req = withSessionCredential(req);
   let body: Buffer | null = null;
   let bodySha256: string | undefined = req.hasBody ? undefined : EMPTY_SHA256;
   if (req.hasBody && sigv4NeedsBody(req.headers, req.query)) {

@@ -12,6 +12,7 @@ import { ProxyHandler } from '../proxy/index.ts';
 import { Upstream } from '../proxy/upstream.ts';
 import { createApp, type AppDeps } from '../routes/index.ts';
 import { managementMounts } from '../routes/surfaces.ts';
+import { createConsole } from '../routes/console.ts';
 import { listen } from '../http/listen.ts';
 import type { Listener } from '../http/types.ts';
 import { isPrivateIp } from '../net/ip.ts';
@@ -20,6 +21,7 @@ import { Metrics, startMetricsServer, type MetricsServer } from '../observabilit
 import type { ProxyLogRecord } from '../proxy/index.ts';
 import { AccessView, AuthzStore, Credentials, MemoryLoginLimiter, RedisLoginLimiter, effectiveMasterKeys, eventPayload } from '../access/index.ts';
 import { authorizeDiscovery, authorizePlatform, type AccessDeps } from '../proxy/stages/authorize.ts';
+import { captureRevoke } from '../proxy/stages/revoke-capture.ts';
 import { connectRedis, redisFeed, redisUp, type Redis } from '../redis/index.ts';
 
 export interface ProxyNode {
@@ -62,6 +64,8 @@ export interface StartOptions {
   defaultMetrics?: boolean;
   /** Listen on this port instead of BIND_PORT (the workers after the first share its port). */
   port?: number;
+  /** LISTEN for access-plane events on PostgreSQL (default true; false leaves Redis and the resync, for tests and benchmarks). */
+  authzListen?: boolean;
   /** Hook to extend the app (platform link, metrics). */
   extend?: (deps: AppDeps, node: Omit<ProxyNode, 'listener' | 'origin' | 'close'>) => void | Promise<void>;
 }
@@ -117,7 +121,7 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
     const propagation: Array<(channel: string, seconds: number) => void> = [];
     const sessions = new SessionIndex(() => accessView.now());
     const accessView = new AccessView({
-      sql: db.registry, log, masterKeys, resyncSeconds: config.authz.resync, listen: !db.embedded,
+      sql: db.registry, log, masterKeys, resyncSeconds: config.authz.resync, listen: !db.embedded && opts.authzListen !== false,
       feeds: redisUrl ? [redisFeed(redisUrl, channel, log)] : [],
       onPropagation: (c, s) => propagation.forEach((f) => f(c, s)),
       onTightened: (action, effect, state) => void sessions.onEffect(action, effect, state),
@@ -126,8 +130,8 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
     cleanup.unshift(() => accessView.stop());
     const authzStore = new AuthzStore(db.registry);
     authzStore.onCommit((events) => {
-      accessView.applyLocal(events);
       if (redisUp(redis)) for (const e of events) void redis!.publish(channel, JSON.stringify(eventPayload(e))).catch(() => {});
+      return accessView.applyLocal(events);
     });
     const credentials = new Credentials(
       authzStore,
@@ -149,6 +153,10 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
       cleanup.unshift(() => metricsServer!.close());
       log.info({ address: `http://${config.metricsHost}:${metricsServer.port}/metrics` }, 'metrics listening');
     }
+    // The operator console (same listener, /console/). A listener thread of several sees
+    // only its own traffic; the summed metrics are the metrics endpoint's.
+    const consoleSurface = createConsole({ config, log, credentials, metricsText: () => metrics.text() });
+    cleanup.unshift(async () => consoleSurface.close());
     const logRequests = log.isLevelEnabled('info');
     const accessDeps: AccessDeps = {
       view: accessView,
@@ -167,13 +175,14 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
         authorize: {
           discovery: [authorizeDiscovery(accessDeps, config)],
           supervisor: [authorizePlatform(accessDeps, 'supervisor')],
-          operations: [authorizePlatform(accessDeps, 'operations')],
+          operations: [authorizePlatform(accessDeps, 'operations'), captureRevoke(authzStore, log)],
         },
       },
       snapshot: () => registry.snapshot,
       platform: platform.authority,
       onResult: (r: ProxyLogRecord) => {
         metrics.observe(r);
+        consoleSurface.traffic.observe(r);
         // One line per proxied request; bodies and headers are never logged at info.
         if (logRequests) log.info(r, 'proxied');
       },
@@ -187,10 +196,10 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
       store,
       publicBaseUrl: await isPublicHost(config.baseUrl),
       afterRegister: async (reg, result) => { await platform.afterRegister(reg, result); await syncCatalog(authzStore, log, { serviceId: result.instance.service_id, resources: reg.resources }); },
-      mounts: managementMounts({
+      mounts: [consoleSurface, ...managementMounts({
         config, log, db, registry, registryStore: store, platform, access,
         auth: { view: accessView, sigv4: accessDeps.sigv4, bodyLimit: config.bodyLimit },
-      }),
+      })],
       readiness: async () => {
         try {
           // Every probe: both pools answer. The migration state (six catalog queries)

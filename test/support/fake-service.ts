@@ -395,6 +395,9 @@ export class FakeService {
     }
   }
 
+  /** Token ids revoked through its OperationsAPI. */
+  readonly revoked: string[] = [];
+
   private info(): Record<string, unknown> {
     return { utilmeta: SPEC_VERSION, service: this.name, timestamp: Date.now(), requires: ['authorization'] };
   }
@@ -418,6 +421,14 @@ export class FakeService {
       if (path === '/openapi' && seen.method === 'GET') {
         await this.authenticate(seen, ['api.view']);
         return ok(this.openapi());
+      }
+      if (path === '/token/revoke' && seen.method === 'POST') {
+        // Like UtilMeta's: a JSON array of token ids; answers the ids it revoked.
+        await this.authenticate(seen, ['token.revoke']);
+        const ids = parseJson(seen.body);
+        if (!Array.isArray(ids) || !ids.every((x) => typeof x === 'string')) throw new OpsError(400, 'body must be a JSON array of token ids');
+        this.revoked.push(...(ids as string[]));
+        return ok(ids);
       }
       if (path === '/token/scope' && seen.method === 'GET') {
         const { scopes } = await this.authenticate(seen, []);

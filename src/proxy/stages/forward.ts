@@ -50,6 +50,7 @@ export function forward(upstream: Upstream): Stage {
       (_status, out, target, retries) => decorate(x, req, out, target, retries),
     );
     const o = x.outcome;
+    if (x.afterForward && o.committed && !o.error) x.afterForward(o.status);
     if (o.error && !o.committed && !x.res.aborted) {
       const h: HeaderList = [['content-type', 'application/json'], ...corsHeaders(req), ['x-request-id', x.requestId]];
       if (o.target) proxyHeaders(h, o.target, o.retries, x.hideInstanceId);

@@ -1,3 +1,4 @@
+export { requireCanonicalPath, pathProblem } from './path.ts';
 export { requireServiceName, requireNodeId, identifyCaller } from './caller.ts';
 export { authenticatePlatform, platformTarget } from './platform.ts';
 export { resolveByName, resolvePlatformService } from './resolve.ts';
