@@ -42,6 +42,8 @@ export interface AccessViewOptions {
   listen?: boolean;
   /** Observes each event's delay from commit to local apply, per channel. */
   onPropagation?: (channel: string, seconds: number) => void;
+  /** Called with each tightening event once applied (to close the exchanges it ends). */
+  onTightened?: (action: string, effect: Record<string, unknown>, state: DecisionState) => void;
 }
 
 const EMPTY: AccessSnapshot = { state: buildDecisionState({}), secrets: new Map(), seq: 0 };
@@ -145,6 +147,13 @@ export class AccessView {
     this.opts.onPropagation?.(channel, Math.max(0, (this.now() - p.at_ms) / 1000));
     const r = applyEffect(current.state, p.action, p.effect, p.at_ms);
     const state = r.outcome === 'applied' ? r.state : current.state;
+    if (r.outcome === 'applied' && this.opts.onTightened) {
+      try {
+        this.opts.onTightened(p.action, p.effect, state);
+      } catch (err) {
+        this.opts.log.warn({ err, action: p.action }, 'closing the sessions an access change ended failed');
+      }
+    }
     if (r.outcome === 'applied' && p.seq === current.seq + 1) {
       // Kept in `recent` until a reload covers it: a reload already in flight may
       // have read before this commit and must replay it.

@@ -47,6 +47,8 @@ export class Exchange {
   clientHeaders: Array<[string, string]> = [];
   /** The access decision, for the log line: principal, api, result. */
   authz: { principal?: string; api?: string; result: string; reason?: string; audit?: boolean } | undefined = undefined;
+  /** Unregisters the exchange from the access sessions once it has ended. */
+  sessionEnd: (() => void) | undefined = undefined;
 
   /** null: no body; Buffer: replayable; AsyncIterable: one attempt only. */
   body: Buffer | AsyncIterable<Buffer> | null = null;

@@ -119,6 +119,7 @@ export class ProxyHandler {
 
   /** The last stage: one log record and the metrics of the exchange. */
   private respond(x: Exchange): void {
+    x.sessionEnd?.();
     const onResult = this.deps.onResult;
     if (!onResult) return;
     const o = x.outcome;

@@ -15,6 +15,7 @@ import { createDirectorySurface } from './directory.ts';
 import { createV1Surface } from './v1.ts';
 import { credentialRoutes } from './credentials.ts';
 import { createGrantsApi } from './grants.ts';
+import { servicesAuthRoutes } from './services-auth.ts';
 
 export interface SurfaceContext {
   config: Config;
@@ -34,7 +35,7 @@ export function managementMounts(ctx: SurfaceContext): Mount[] {
     { prefix: '/api/ops', handle: createOpsApi({ config, log, repo: platform.repo, tokens: platform.tokens, openapi: platform.openapi, authz: ctx.access.store }) },
     createDirectorySurface(ctx),
     // /api/v1: every feature under it contributes its route table here.
-    createV1Surface(ctx, [credentialRoutes(ctx)]),
+    createV1Surface(ctx, [credentialRoutes(ctx), servicesAuthRoutes(ctx)]),
     createGrantsApi(ctx),
   ];
 }

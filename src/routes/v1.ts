@@ -21,7 +21,7 @@ export interface V1Call {
 }
 
 /** `data` goes in the envelope; `raw` is written as it is. */
-export type V1Answer = { data: unknown; status?: number } | { raw: { status: number; headers: Array<readonly [string, string]>; body: string } };
+export type V1Answer = { data: unknown; status?: number; ext?: Record<string, unknown> } | { raw: { status: number; headers: Array<readonly [string, string]>; body: string } };
 
 export interface V1Route {
   method: 'GET' | 'POST' | 'PATCH' | 'PUT' | 'DELETE';
@@ -57,7 +57,7 @@ export function createV1Surface(ctx: SurfaceContext, tables: ReadonlyArray<reado
         const answer = await m.found.handler.handle({ req, res, params: m.found.params, requestId });
         if (req.method !== 'GET' && req.method !== 'HEAD') await settleView(ctx.access.view, ctx.db.registry);
         if ('raw' in answer) return res.send(answer.raw.status, [...answer.raw.headers, ...commonHeaders(req), ['x-request-id', requestId]], answer.raw.body);
-        sendOk('v1', res, { requestId, headers: commonHeaders(req) }, answer.data, { status: answer.status });
+        sendOk('v1', res, { requestId, headers: commonHeaders(req) }, answer.data, { status: answer.status, ext: answer.ext });
       } catch (err) {
         if (!answerFailure('v1', req, res, requestId, err)) throw err;
       }

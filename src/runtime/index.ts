@@ -1,5 +1,7 @@
 // Composition root: builds one proxy node from a Config. The CLI and the tests
 // both start nodes through here, so they run the same code.
+import { syncCatalog } from '../access/catalog-sync.ts';
+import { SessionIndex } from '../access/sessions.ts';
 import { lookup } from 'node:dns/promises';
 import type { Logger } from 'pino';
 import type { Config } from '../config/index.ts';
@@ -119,10 +121,12 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
     const channel = `utilmeta-proxy:authz:${config.db.registryName}`;
     const masterKeys = effectiveMasterKeys(config);
     const propagation: Array<(channel: string, seconds: number) => void> = [];
+    const sessions = new SessionIndex(() => accessView.now());
     const accessView = new AccessView({
       sql: db.registry, log, masterKeys, resyncSeconds: config.authz.resync, listen: !db.embedded && opts.authzListen !== false,
       feeds: redisUrl ? [redisFeed(redisUrl, channel, log)] : [],
       onPropagation: (c, s) => propagation.forEach((f) => f(c, s)),
+      onTightened: (action, effect, state) => void sessions.onEffect(action, effect, state),
     });
     await accessView.start();
     cleanup.unshift(() => accessView.stop());
@@ -166,6 +170,7 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
       maxStalenessMs: config.authz.maxStaleness * 1000,
       onDecision: (result, reason, cred) => metrics.authzDecision(result, reason, cred),
       onSigV4Failure: (code) => metrics.sigv4Failure(code),
+      sessions,
     };
     propagation.push((c, s) => metrics.authzPropagation(c, s));
     const proxy = new ProxyHandler({
@@ -196,7 +201,7 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
       registry,
       store,
       publicBaseUrl: await isPublicHost(config.baseUrl),
-      afterRegister: (reg, result) => platform.afterRegister(reg, result),
+      afterRegister: async (reg, result) => { await platform.afterRegister(reg, result); await syncCatalog(authzStore, log, { serviceId: result.instance.service_id, resources: reg.resources }); },
       mounts: [consoleSurface, ...managementMounts({
         config, log, db, registry, registryStore: store, platform, access,
         auth: { view: accessView, sigv4: accessDeps.sigv4, bodyLimit: config.bodyLimit },

@@ -9,8 +9,9 @@ import { DomainError } from '../../core/errors.ts';
 import type { HeaderList } from '../../http/types.ts';
 import {
   appBoundTo, decide, decideSupervisor, resolveCredential, sigv4ErrorResponse, sigv4NeedsBody, sha256Hex, EMPTY_SHA256,
-  testInstancesOnly, type AccessView, type Principal, type AuthFailure, type SigV4Options,
+  testInstancesOnly, type AccessView, type Principal, type AuthFailure, type SigV4Options, type Allow,
 } from '../../access/index.ts';
+import type { SessionIndex } from '../../access/sessions.ts';
 import type { Exchange } from '../exchange.ts';
 import type { Stage } from '../chain.ts';
 
@@ -21,6 +22,8 @@ export interface AccessDeps {
   /** Per-decision counters (result, reason, credential). */
   onDecision?: (result: string, reason: string, cred: string) => void;
   onSigV4Failure?: (code: string) => void;
+  /** Long-lived exchanges: registered on ALLOW, closed when their authorization ends. */
+  sessions?: SessionIndex;
 }
 
 function jsonReply(status: number, headers: Record<string, string>, body: unknown, state: string): RawReply {
@@ -102,6 +105,7 @@ function decideDiscovery(deps: AccessDeps, x: Exchange, bodySha256: string | und
     x.stripHeaders = cred.sigv4.stripHeaders;
     x.query = cred.sigv4.stripQuery;
   }
+  if (deps.sessions && principal && principal.kind !== 'failure') registerSession(deps.sessions, deps, x, principal, d);
   if (d.testOnly) {
     x.instances = x.instances.filter((i) => !i.production);
     if (x.instances.length === 0) {
@@ -109,6 +113,32 @@ function decideDiscovery(deps: AccessDeps, x: Exchange, bodySha256: string | und
       throw jsonReply(deny.status, deny.headers, deny.body, deny.state);
     }
   }
+}
+
+/**
+ * Indexes the allowed exchange under what allowed it, so a revocation (or the
+ * grant's or credential's end) cuts it while it still streams. The re-check is
+ * the same decision against the changed state.
+ */
+function registerSession(sessions: SessionIndex, deps: AccessDeps, x: Exchange, principal: Principal, d: Allow): void {
+  const svc = x.service!;
+  const keys = [`service:${svc.id}`];
+  if (principal.kind === 'user') keys.push(`user:${principal.userId}`);
+  else keys.push(`app:${principal.appId}`);
+  if (principal.via === 'bearer') keys.push(`token:${principal.tokenId}`);
+  else if (principal.via === 'sigv4') keys.push(`ak:${principal.accessKeyId}`);
+  if (d.grant) keys.push(`grant:${d.grant.id}`);
+  if (d.api) keys.push(`api:${d.api.apiId}`);
+  const req = { serviceId: svc.id, serviceName: svc.name, method: x.req.method, rawPath: x.path };
+  x.sessionEnd = sessions.register({
+    keys,
+    deadline: d.deadline,
+    recheck: (state) => {
+      const again = decide(state, req, principal, deps.view.now(), { stalenessMs: 0, maxStalenessMs: Number.POSITIVE_INFINITY });
+      return again.result === 'ALLOW' || again.audit;
+    },
+    close: () => x.res.abort(),
+  });
 }
 
 /** supervisor and operations: the edge jti denylist and the supervisor policy. */

@@ -1,0 +1,188 @@
+// Long-lived exchanges (a streaming response, a slow upload) that were allowed
+// by an authorization which has since ended. Each allowed exchange is indexed
+// under the keys of what allowed it (`ak:`, `token:`, `user:`, `app:`,
+// `grant:`, `service:`); a tightening event touching one of those keys, or the
+// session's own deadline, closes it. Credential revocations (key, token) close
+// unconditionally; anything else re-runs the session's check against the new
+// state, so removing an unrelated membership leaves the stream alone.
+//
+// Deadlines sit in a timer wheel of 100 ms buckets with one setTimeout for the
+// earliest bucket: thousands of streams cost one timer, and a cut lands at most
+// 100 ms after its deadline.
+import type { DecisionState } from './decision-state.ts';
+
+export const BUCKET_MS = 100;
+
+export interface SessionSpec {
+  keys: readonly string[];
+  /** Epoch ms (the decision clock) when the authorization ends by itself; null: no end. */
+  deadline: number | null;
+  /** True while the exchange would still be allowed in `state`. */
+  recheck: (state: DecisionState) => boolean;
+  /** Ends the exchange (abort the upstream request, destroy the client connection). */
+  close: (reason: string) => void;
+}
+
+interface Session extends SessionSpec {
+  id: number;
+  bucket: number | null;
+  closed: boolean;
+}
+
+/** The keys a tightening event touches, from its effect (see tightening.ts for the payloads). */
+export function keysOfEffect(action: string, effect: Record<string, unknown>): { keys: string[]; unconditional: boolean } {
+  const s = (v: unknown) => (v === undefined || v === null ? null : String(v));
+  const out: string[] = [];
+  const push = (prefix: string, v: unknown) => {
+    const x = s(v);
+    if (x !== null) out.push(prefix + x);
+  };
+  switch (action) {
+    case 'key.status':
+    case 'key.expire':
+    case 'key.delete':
+      push('ak:', effect.ak);
+      return { keys: out, unconditional: true };
+    case 'token.revoke':
+      if (Array.isArray(effect.token_ids)) for (const t of effect.token_ids) push('token:', t);
+      return { keys: out, unconditional: true };
+    case 'user.update':
+    case 'user.delete':
+    case 'org.user.remove':
+    case 'role.subject.remove':
+    case 'dept.user.remove':
+      push('user:', effect.user_id);
+      break;
+    case 'auth.delete':
+    case 'auth.replace':
+    case 'service.auth.mode':
+      push('service:', effect.service_id);
+      break;
+    case 'api.update':
+      push('api:', effect.api_id);
+      break;
+    default:
+      if (action.startsWith('grant.')) push('grant:', effect.grant_id);
+      else if (action.startsWith('app.')) push('app:', effect.app_id);
+  }
+  return { keys: out, unconditional: false };
+}
+
+export class SessionIndex {
+  private readonly byKey = new Map<string, Set<Session>>();
+  private readonly buckets = new Map<number, Set<Session>>();
+  private timer: NodeJS.Timeout | null = null;
+  private timerBucket = Infinity;
+  private nextId = 1;
+
+  /** `now` is the decision clock (PostgreSQL-corrected). */
+  constructor(private readonly now: () => number = Date.now) {}
+
+  get size(): number {
+    let n = 0;
+    for (const set of this.byKey.values()) n += set.size;
+    return n;
+  }
+
+  /** Registers an allowed exchange; call the returned function when it ends normally. */
+  register(spec: SessionSpec): () => void {
+    const s: Session = { ...spec, id: this.nextId++, bucket: null, closed: false };
+    for (const k of s.keys) {
+      let set = this.byKey.get(k);
+      if (!set) this.byKey.set(k, (set = new Set()));
+      set.add(s);
+    }
+    if (s.deadline !== null && Number.isFinite(s.deadline)) {
+      const b = Math.ceil(s.deadline / BUCKET_MS);
+      s.bucket = b;
+      let set = this.buckets.get(b);
+      if (!set) this.buckets.set(b, (set = new Set()));
+      set.add(s);
+      this.schedule();
+    }
+    return () => this.remove(s);
+  }
+
+  /** A tightening event was applied and `state` is the result: close what it ends. Returns how many were closed. */
+  onEffect(action: string, effect: Record<string, unknown>, state: DecisionState): number {
+    const { keys, unconditional } = keysOfEffect(action, effect);
+    let closed = 0;
+    const seen = new Set<Session>();
+    for (const k of keys) {
+      const set = this.byKey.get(k);
+      if (!set) continue;
+      for (const s of [...set]) {
+        if (seen.has(s)) continue;
+        seen.add(s);
+        let keep = !unconditional;
+        if (keep) {
+          try {
+            keep = s.recheck(state);
+          } catch {
+            keep = false; // a check that cannot run is no authorization
+          }
+        }
+        if (!keep) {
+          this.end(s, `authorization ended: ${action}`);
+          closed++;
+        }
+      }
+    }
+    return closed;
+  }
+
+  stop(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.timerBucket = Infinity;
+  }
+
+  private end(s: Session, reason: string): void {
+    this.remove(s);
+    try {
+      s.close(reason);
+    } catch {
+      // the exchange is already gone
+    }
+  }
+
+  private remove(s: Session): void {
+    if (s.closed) return;
+    s.closed = true;
+    for (const k of s.keys) {
+      const set = this.byKey.get(k);
+      if (!set) continue;
+      set.delete(s);
+      if (set.size === 0) this.byKey.delete(k);
+    }
+    if (s.bucket !== null) {
+      const set = this.buckets.get(s.bucket);
+      set?.delete(s);
+      if (set && set.size === 0) this.buckets.delete(s.bucket);
+    }
+  }
+
+  private schedule(): void {
+    let earliest = Infinity;
+    for (const b of this.buckets.keys()) if (b < earliest) earliest = b;
+    if (earliest === this.timerBucket) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.timerBucket = earliest;
+    if (earliest === Infinity) return;
+    const delay = Math.max(0, earliest * BUCKET_MS - this.now());
+    this.timer = setTimeout(() => this.fire(), delay);
+    this.timer.unref();
+  }
+
+  private fire(): void {
+    this.timer = null;
+    this.timerBucket = Infinity;
+    const now = this.now();
+    for (const [b, set] of [...this.buckets]) {
+      if (b * BUCKET_MS > now) continue;
+      for (const s of [...set]) if (s.deadline !== null && s.deadline <= now) this.end(s, 'authorization ended: deadline');
+    }
+    this.schedule();
+  }
+}

@@ -1,0 +1,126 @@
+// Long-lived exchanges: the session index (keys, re-check, timer wheel) and, end
+// to end on both listeners, a streaming response allowed by a permission that
+// is cut when the permission is removed.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { request } from 'undici';
+import { SessionIndex, keysOfEffect } from '../src/access/sessions.ts';
+import { buildDecisionState } from '../src/access/decision-state.ts';
+import { freshDatabases, LISTENERS, type TestDatabases, type TestNode } from './support/env.ts';
+import { startUpstream, type TestUpstream } from './support/upstream.ts';
+import { buildWorld, OPENAPI, registerService, startAuthzNode, v1, type World } from './support/services-auth.ts';
+
+const STATE = buildDecisionState({});
+
+describe('session index (unit)', () => {
+  it('maps tightening effects to keys; credential revocations are unconditional', () => {
+    assert.deepEqual(keysOfEffect('key.status', { ak: 'AK1', status: 'Inactive' }), { keys: ['ak:AK1'], unconditional: true });
+    assert.deepEqual(keysOfEffect('token.revoke', { token_ids: [1, '2'] }), { keys: ['token:1', 'token:2'], unconditional: true });
+    assert.deepEqual(keysOfEffect('auth.delete', { auth_id: '3', service_id: '12', mask: 0 }), { keys: ['service:12'], unconditional: false });
+    assert.deepEqual(keysOfEffect('role.subject.remove', { user_id: 5, role_id: 2 }), { keys: ['user:5'], unconditional: false });
+    assert.deepEqual(keysOfEffect('grant.expire', { grant_id: 9 }), { keys: ['grant:9'], unconditional: false });
+    assert.deepEqual(keysOfEffect('nothing.here', {}), { keys: [], unconditional: false });
+  });
+
+  it('closes on a matching effect only when the re-check fails, and unregisters', () => {
+    const idx = new SessionIndex();
+    const closed: string[] = [];
+    let allowed = true;
+    idx.register({ keys: ['service:1', 'user:7'], deadline: null, recheck: () => allowed, close: () => closed.push('a') });
+    const endB = idx.register({ keys: ['service:1', 'token:4'], deadline: null, recheck: () => true, close: () => closed.push('b') });
+    assert.equal(idx.onEffect('auth.delete', { service_id: '1' }, STATE), 0, 'both still allowed');
+    allowed = false;
+    assert.equal(idx.onEffect('auth.delete', { service_id: '2' }, STATE), 0, 'another service');
+    assert.equal(idx.onEffect('auth.delete', { service_id: '1' }, STATE), 1);
+    assert.deepEqual(closed, ['a']);
+    assert.equal(idx.onEffect('token.revoke', { token_ids: ['4'] }, STATE), 1, 'a revoked token closes without re-check');
+    assert.deepEqual(closed, ['a', 'b']);
+    endB();
+    assert.equal(idx.size, 0);
+  });
+
+  it('closes a session at its deadline (timer wheel)', async () => {
+    let now = 1_000_000;
+    const keepAlive = setTimeout(() => {}, 10_000); // the wheel's own timer is unref'd
+    const idx = new SessionIndex(() => now);
+    const done = new Promise<string>((resolve) => idx.register({ keys: ['user:1'], deadline: now + 150, recheck: () => true, close: resolve }));
+    now += 1000; // the clock has passed the deadline before the timer fires
+    assert.equal(await done, 'authorization ended: deadline');
+    assert.equal(idx.size, 0);
+    idx.stop();
+    clearTimeout(keepAlive);
+  });
+});
+
+for (const server of LISTENERS) {
+  describe(`a stream is cut when its permission is removed (${server} listener)`, () => {
+    let dbs: TestDatabases;
+    let node: TestNode;
+    let up: TestUpstream;
+    let w: World;
+    let sid: number;
+
+    before(async () => {
+      dbs = freshDatabases();
+      node = await startAuthzNode(server, dbs);
+      up = await startUpstream((req, res) => {
+        if (!req.url?.startsWith('/api/stream')) return void res.end('ok');
+        // 200 chunks, 50 ms apart: 10 s unless something cuts it.
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        let n = 0;
+        const t = setInterval(() => {
+          if (res.destroyed) return clearInterval(t);
+          res.write(`chunk ${n++}\n`);
+          if (n === 200) {
+            clearInterval(t);
+            res.end('END\n');
+          }
+        }, 50);
+        res.on('close', () => clearInterval(t));
+      });
+      w = await buildWorld(node);
+      sid = (await registerService(node, 'orders', up.address, { resources: { openapi: OPENAPI } })).serviceId;
+      let r = await v1(node, w.boot.token, 'POST', `/services/${sid}/auth`, { authObjectType: 'USER', authObjectId: Number(w.users.alice.id), permissions: ['VIEW'] });
+      assert.equal(r.status, 200, r.text);
+      r = await v1(node, w.boot.token, 'PATCH', `/services/${sid}/auth/enabled?enabled=true`);
+      assert.equal(r.status, 200, r.text);
+    });
+    after(async () => {
+      await node?.close();
+      await up?.close();
+      await dbs?.drop();
+    });
+
+    it('deleting the authorization mid-stream truncates the response', async () => {
+      const r = await request(`${node.origin}/api/proxy/stream`, {
+        headers: { 'x-utilmeta-proxy-type': 'discovery', 'x-utilmeta-service-name': 'orders', authorization: `Bearer ${w.users.alice.token}` },
+      });
+      assert.equal(r.statusCode, 200);
+      let text = '';
+      let failed = false;
+      let deleted = false;
+      try {
+        for await (const chunk of r.body) {
+          text += chunk.toString();
+          if (!deleted && text.includes('chunk 2')) {
+            deleted = true;
+            const authId = (await node.db.registry<{ id: string }[]>`SELECT id::text FROM authz_service_auth WHERE user_id = ${w.users.alice.id}`)[0]!.id;
+            const d = await v1(node, w.boot.token, 'DELETE', `/services/auth/${authId}`);
+            assert.equal(d.status, 200, d.text);
+          }
+        }
+      } catch {
+        failed = true;
+      }
+      assert.ok(deleted, 'the stream started');
+      assert.ok(!text.includes('END'), `the stream ran to its end: ${text.length} bytes`);
+      assert.ok(failed, 'the client saw a truncated body (an error), not a clean end');
+      // a new request is refused
+      const again = await request(`${node.origin}/api/proxy/stream`, {
+        headers: { 'x-utilmeta-proxy-type': 'discovery', 'x-utilmeta-service-name': 'orders', authorization: `Bearer ${w.users.alice.token}` },
+      });
+      await again.body.text();
+      assert.equal(again.statusCode, 403);
+    });
+  });
+}
