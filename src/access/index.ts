@@ -17,3 +17,6 @@ export { buildCatalog, apiIdOf, routeKeyOf, deprecationChanges } from './catalog
 export { recordRevokedJtis, type RevokeJtisOptions } from './revocation.ts';
 export { Grants, grantError, GRANT_ERRORS, GRANT_DB_ERRORS, parseActionBody, type GrantsCaller } from './grants.ts';
 export { Sweeper, startSweeper, sweepOnce } from './sweeper.ts';
+export { syncCatalog } from './catalog-sync.ts';
+export { ServicesAuth } from './services-auth.ts';
+export { SessionIndex, keysOfEffect } from './sessions.ts';
