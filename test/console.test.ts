@@ -18,6 +18,7 @@ import { createConsole, SECURITY_HEADERS, type ConsoleSurface } from '../src/rou
 import { freshDatabases, startTestNode, LISTENERS, type TestDatabases, type TestNode } from './support/env.ts';
 import { insertInstanceResource, registrationBody } from './support/ops.ts';
 import { until } from './support/http.ts';
+import { addApi, addProject, addUser, enableService, settle } from './support/grants-fixture.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 // Screenshots go to docs/ only when asked for (UPDATE_SCREENSHOTS=1): a test run must not rewrite tracked files.
@@ -283,6 +284,71 @@ for (const server of LISTENERS) describe(`web console (${server} listener)`, () 
     await page.locator('tr', { hasText: secondId }).getByRole('button', { name: 'Enable' }).waitFor();
     const refused = await until('the disabled key refused', async () => ((await signed(secondId, secondSecret)).status === 403 ? true : null));
     assert.equal(refused, true);
+    await page.close();
+  });
+
+  it('in Chromium: an app owner applies for an API, the admin approves it, the grant is ACTIVE with its end', async () => {
+    // The world through the domain: a project, the service's authorization on with one API, an app owned by a second user.
+    const { store, credentials } = node.access;
+    const orgId = String(admin.orgId);
+    const [svcRow] = await node.db.registry<{ id: string }[]>`SELECT id::text FROM utilmeta_service WHERE name = ${service}`;
+    assert.ok(svcRow, 'the registered service has a row');
+    await enableService(store, svcRow.id);
+    const apiId = await addApi(store, svcRow.id, 'GET', '/console-grant/{id}');
+    const owner = await addUser(store, credentials, orgId, 'app-owner');
+    const projectId = await addProject(store, orgId, 'console-project');
+    const mk = await call(`${node.origin}/v1/${projectId}/service/apps`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-auth-token': admin.token }, body: JSON.stringify({ name: 'owner-app', owner_user_id: Number(owner.id) }) });
+    assert.equal(mk.status, 201, mk.text);
+    const appId = JSON.parse(mk.text).id as string;
+    await settle([node]);
+    const end = new Date(Date.now() + 40 * 86400_000).toISOString().slice(0, 10);
+
+    // Start signed out whatever an earlier test left in the shared profile.
+    await context.clearCookies();
+    const page = await context.newPage();
+    // The owner signs in with a pasted token and applies on the grants page.
+    await page.goto(`${node.origin}/console/`);
+    await page.getByRole('button', { name: 'Paste a token' }).click();
+    await page.getByLabel('Token').fill(owner.token);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.locator(`[data-user="${owner.account}"]`).waitFor();
+    await page.getByRole('link', { name: 'Access' }).click();
+    await page.getByRole('button', { name: 'grants' }).click();
+    await page.getByLabel('API to apply for').selectOption(apiId);
+    await page.getByLabel('requested end').fill(end);
+    await page.getByRole('button', { name: 'Apply for access' }).click();
+    await page.getByText(/waits for a reviewer/).waitFor();
+    await page.locator('[data-table="grants"] tr', { hasText: '/console-grant/{id}' }).getByText('PENDING').waitFor();
+    const [pending] = await node.db.registry<{ state: string }[]>`SELECT g.state FROM authz_grant g JOIN authz_app a ON a.id = g.app_id WHERE a.app_id = ${appId} AND g.api_id = ${apiId}`;
+    assert.equal(pending?.state, 'PENDING');
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await page.getByRole('button', { name: 'Sign in' }).waitFor();
+
+    // The admin reviews: the request is in the queue with the applicant; approve it.
+    await page.getByRole('button', { name: 'Account and password' }).click();
+    await page.getByLabel('Account').fill(admin.account);
+    await page.getByLabel('Password').fill(admin.password);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.locator(`[data-user="${admin.account}"]`).waitFor();
+    await page.getByRole('link', { name: 'Access' }).click();
+    await page.getByRole('button', { name: 'reviews' }).click();
+    const request = page.locator('[data-table="requests"] tr', { hasText: '/console-grant/{id}' });
+    await request.waitFor();
+    assert.match(await request.innerText(), /app-owner/);
+    assert.match(await request.innerText(), /owner-app/);
+    await shot(page, 'access-reviews');
+    await request.getByRole('button', { name: 'Approve' }).click();
+    await page.getByText(/^Approved request/).waitFor();
+    await page.getByText('The review queue is empty.').waitFor();
+
+    await page.getByRole('button', { name: 'grants' }).click();
+    const grant = page.locator('[data-table="grants"] tr', { hasText: '/console-grant/{id}' });
+    await grant.getByText('ACTIVE').waitFor();
+    assert.match(await grant.innerText(), new RegExp(`${end} 00:00:00Z`), 'the grant shows its end time');
+    await shot(page, 'access-grants');
+    const [row] = await node.db.registry<{ state: string; end_at: Date }[]>`SELECT g.state, g.end_at FROM authz_grant g JOIN authz_app a ON a.id = g.app_id WHERE a.app_id = ${appId} AND g.api_id = ${apiId}`;
+    assert.equal(row?.state, 'ACTIVE');
+    assert.equal(row.end_at.toISOString(), `${end}T00:00:00.000Z`);
     await page.close();
   });
 });

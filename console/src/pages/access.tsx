@@ -209,6 +209,8 @@ function Grants(props: { pid: string }) {
 
 function AppGrants(props: { pid: string; appId: string }) {
   const [load, reload] = useLoad(() => api('GET', `/v1/${props.pid}/service/apps/${props.appId}/apis${qs({ limit: 100, state: 'PENDING,ACTIVE,CANCEL_SCHEDULED,EXPIRED,CANCELLED,REJECTED' })}`).then((b) => rowsOf(unwrap(b)).rows), [props.pid, props.appId]);
+  // The catalog's APIs under authorization: applying for one without it would grant nothing.
+  const [apis] = useLoad(() => api('GET', `/v1/${props.pid}/service/apis${qs({ limit: 100 })}`).then((b) => rowsOf(unwrap(b)).rows.filter((a) => a.auth_enabled !== false)), [props.pid]);
   const [msg, setMsg] = useState<string | null>(null);
   const [apiId, setApiId] = useState('');
   const [end, setEnd] = useState(() => new Date(Date.now() + 30 * 86400_000).toISOString().slice(0, 10));
@@ -225,7 +227,14 @@ function AppGrants(props: { pid: string; appId: string }) {
   return (
     <div>
       <form class="searchbar" onSubmit={(e) => { e.preventDefault(); void action({ api_id: apiId, apply_type: 'APPLY_TYPE_APPLY', time: new Date(`${end}T00:00:00.000Z`).toISOString() }, `Applied for ${apiId}; it waits for a reviewer.`); }}>
-        <input placeholder="api_id" aria-label="api_id to apply for" value={apiId} onInput={(e) => setApiId((e.target as HTMLInputElement).value)} />
+        <Status load={apis} what="APIs">
+          {(list) => (
+            <select aria-label="API to apply for" value={apiId} onChange={(e) => setApiId((e.target as HTMLSelectElement).value)}>
+              <option value="">Choose an API…</option>
+              {list.map((a) => <option value={s(a.api_id)}>{s(a.service)}: {s(a.method)} {s(a.path)}{a.summary ? ` — ${s(a.summary)}` : ''}</option>)}
+            </select>
+          )}
+        </Status>
         <label>until <input type="date" aria-label="requested end" value={end} onInput={(e) => setEnd((e.target as HTMLInputElement).value)} /></label>
         <button type="submit">Apply for access</button>
       </form>
