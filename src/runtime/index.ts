@@ -19,6 +19,7 @@ import type { ProxyLogRecord } from '../proxy/index.ts';
 import { AccessView, AuthzStore, Credentials, MemoryLoginLimiter, RedisLoginLimiter, effectiveMasterKeys, eventPayload } from '../access/index.ts';
 import { authorizeDiscovery, authorizePlatform, type AccessDeps } from '../proxy/stages/authorize.ts';
 import { connectRedis, redisFeed, redisUp, type Redis } from '../redis/index.ts';
+import { startHealth, type NodeHealth } from './health.ts';
 
 export interface ProxyNode {
   config: Config;
@@ -33,6 +34,8 @@ export interface ProxyNode {
   metrics: Metrics;
   /** The /metrics listener, when METRICS_PORT is set. */
   metricsServer: MetricsServer | null;
+  /** Instance health: ejection, probes, drains, retry budgets. */
+  health: NodeHealth;
   /** http://host:port of the listener (for tests and logs). */
   origin: string;
   close(): Promise<void>;
@@ -61,7 +64,7 @@ export interface StartOptions {
   /** Listen on this port instead of BIND_PORT (the workers after the first share its port). */
   port?: number;
   /** Hook to extend the app (platform link, metrics). */
-  extend?: (deps: AppDeps, node: Omit<ProxyNode, 'listener' | 'origin' | 'close'>) => void | Promise<void>;
+  extend?: (deps: AppDeps, node: Omit<ProxyNode, 'listener' | 'origin' | 'close' | 'shutdown'>) => void | Promise<void>;
 }
 
 async function isPublicHost(baseUrl: string): Promise<boolean> {
@@ -131,12 +134,23 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
       { limiter: redis ? new RedisLoginLimiter(redis) : new MemoryLoginLimiter() },
     );
     const access: AccessPlane = { view: accessView, store: authzStore, credentials, redis, channel };
+    // Health shares ejections, probe results and drains over Redis on a
+    // subscriber connection of its own (a subscribed connection runs no commands).
+    const healthSub = redisUrl ? connectRedis(redisUrl, log, 'utilmeta-proxy-health-sub') : null;
+    if (healthSub) cleanup.unshift(async () => void healthSub.disconnect());
+    const health = await startHealth({ config, log, db, registry, store, redis: redis && healthSub ? { client: redis, subscriber: healthSub } : null });
+    cleanup.unshift(() => health.close());
+    upstream.onAttempt = health.onAttempt;
     const metrics = new Metrics({
       defaultMetrics: opts.defaultMetrics !== false,
       registry: () => registry.snapshot,
       platform: () => platform.state(),
       lastSync: () => platform.connector?.lastSync ?? null,
       db: () => ({ up: registry.generation === 0 ? null : registry.lastError === null, poolSize: db.embedded ? 1 : config.db.poolSize, embedded: db.embedded }),
+      health: () => ({
+        ...health.health.metrics(), probesTotal: health.checker?.probesTotal ?? 0, probeFailuresTotal: health.checker?.probeFailuresTotal ?? 0,
+        retryBudget: health.retryBudgets.counters(),
+      }),
       access: () => ({ seq: accessView.current.seq, stalenessSeconds: accessView.stalenessMs() / 1000, clockOffsetSeconds: accessView.clockOffsetMs / 1000, redisUp: redis ? redisUp(redis) : null }),
     });
     let metricsServer: MetricsServer | null = null;
@@ -164,7 +178,9 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
           supervisor: [authorizePlatform(accessDeps, 'supervisor')],
           operations: [authorizePlatform(accessDeps, 'operations')],
         },
+        choose: { discovery: [health.stage], supervisor: [health.stage], operations: [health.stage] },
       },
+      retryPolicy: health.retryPolicy,
       snapshot: () => registry.snapshot,
       platform: platform.authority,
       onResult: (r: ProxyLogRecord) => {
@@ -182,6 +198,7 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
       store,
       publicBaseUrl: await isPublicHost(config.baseUrl),
       afterRegister: (reg, result) => platform.afterRegister(reg, result),
+      health: health.health,
       mounts: managementMounts({
         config, log, db, registry, registryStore: store, platform, access,
         auth: { view: accessView, sigv4: accessDeps.sigv4, bodyLimit: config.bodyLimit },
@@ -204,7 +221,7 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
         }
       },
     };
-    await opts.extend?.(deps, { config, db, registry, upstream, proxy, platform, access, metrics, metricsServer });
+    await opts.extend?.(deps, { config, db, registry, upstream, proxy, platform, access, metrics, metricsServer, health });
     const listener = await listen(createApp(deps), { host: config.bindHost, port: opts.port ?? config.bindPort, server: config.server }, log);
     cleanup.unshift(() => listener.close());
     const hostText = listener.host.includes(':') ? `[${listener.host}]` : listener.host;
@@ -213,7 +230,7 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
     if (opts.selfConnect !== false) platform.connectInBackground();
     let closed: Promise<void> | null = null;
     return {
-      config, listener, db, registry, upstream, proxy, platform, access, metrics, metricsServer, origin,
+      config, listener, db, registry, upstream, proxy, platform, access, metrics, metricsServer, origin, health,
       close: () => (closed ??= (async () => {
         for (const fn of cleanup) await fn().catch((err) => log.warn({ err }, 'error during shutdown'));
       })()),
