@@ -38,7 +38,16 @@ export interface ProxyNode {
   health: NodeHealth;
   /** http://host:port of the listener (for tests and logs). */
   origin: string;
+  /** Closes at once: open connections are cut. */
   close(): Promise<void>;
+  /**
+   * Graceful: readiness turns false at once, the listener stops accepting,
+   * requests in flight get up to `drainMs` (default DRAIN_TIMEOUT) to finish,
+   * then everything closes. Resolves whether every request finished.
+   */
+  shutdown(drainMs?: number): Promise<boolean>;
+  /** True from the start of a shutdown. */
+  readonly draining: boolean;
 }
 
 export interface AccessPlane {
@@ -64,7 +73,7 @@ export interface StartOptions {
   /** Listen on this port instead of BIND_PORT (the workers after the first share its port). */
   port?: number;
   /** Hook to extend the app (platform link, metrics). */
-  extend?: (deps: AppDeps, node: Omit<ProxyNode, 'listener' | 'origin' | 'close' | 'shutdown'>) => void | Promise<void>;
+  extend?: (deps: AppDeps, node: Omit<ProxyNode, 'listener' | 'origin' | 'close' | 'shutdown' | 'draining'>) => void | Promise<void>;
 }
 
 async function isPublicHost(baseUrl: string): Promise<boolean> {
@@ -190,6 +199,7 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
       },
     });
     let migrations: { at: number; status: MigrationStatus } | null = null;
+    let draining = false;
     const deps: AppDeps = {
       config,
       log,
@@ -204,6 +214,7 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
         auth: { view: accessView, sigv4: accessDeps.sigv4, bodyLimit: config.bodyLimit },
       }),
       readiness: async () => {
+        if (draining) return { ready: false, details: { status: 'shutting down' } };
         try {
           // Every probe: both pools answer. The migration state (six catalog queries)
           // only changes when something migrates, so it is re-read at most every 30 s.
@@ -229,10 +240,25 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
     log.info({ listener: listener.kind, address: origin, baseUrl: config.baseUrl, database: db.describe }, 'utilmeta-proxy listening');
     if (opts.selfConnect !== false) platform.connectInBackground();
     let closed: Promise<void> | null = null;
+    let shut: Promise<boolean> | null = null;
+    const close = () => (closed ??= (async () => {
+      for (const fn of cleanup) await fn().catch((err) => log.warn({ err }, 'error during shutdown'));
+    })());
     return {
       config, listener, db, registry, upstream, proxy, platform, access, metrics, metricsServer, origin, health,
-      close: () => (closed ??= (async () => {
-        for (const fn of cleanup) await fn().catch((err) => log.warn({ err }, 'error during shutdown'));
+      get draining() {
+        return draining;
+      },
+      close,
+      shutdown: (drainMs = config.drainTimeout) => (shut ??= (async () => {
+        draining = true;
+        await listener.stopAccepting();
+        const inFlight = listener.inFlight;
+        log.info({ inFlight, drainMs }, 'draining: no new connections; waiting for requests in flight');
+        const all = await listener.drained(drainMs);
+        if (!all) log.warn({ left: listener.inFlight, drainMs }, 'drain timeout: closing with requests still in flight');
+        await close();
+        return all;
       })()),
     };
   } catch (err) {
