@@ -245,6 +245,37 @@ for (const server of LISTENERS) {
       assert.ok(retried <= 1, `the refusing instance is ejected after its first refusal (retried ${retried}; ${JSON.stringify(await listing(node, 'posty'))})`);
     });
 
+    it('Idempotency-Key: the same POST replays the stored answer, a different body or a bad key is refused', async () => {
+      let n = 0;
+      const counter = await startUpstream((req, res) => {
+        if (req.method !== 'POST') return res.end('probe');
+        n++;
+        res.statusCode = 201;
+        res.setHeader('content-type', 'text/plain');
+        res.end(`created #${n}`);
+      }, '127.0.0.13');
+      ups.push(counter);
+      await register(node, 'idem', counter.address);
+      const post = (key: string, body: string) => call(node, 'idem', '/orders', { method: 'POST', body, headers: { 'idempotency-key': key, 'content-type': 'text/plain' } });
+      const first = await post('order-1', 'x=1');
+      assert.equal(first.statusCode, 201);
+      assert.equal(await first.body.text(), 'created #1');
+      const again = await post('order-1', 'x=1');
+      assert.equal(again.statusCode, 201);
+      assert.equal(again.headers['idempotency-replayed'], 'true');
+      assert.equal(await again.body.text(), 'created #1');
+      assert.equal(n, 1, 'the side effect ran once');
+      const other = await post('order-1', 'x=2');
+      assert.equal(other.statusCode, 409);
+      assert.match(await other.body.text(), /Idempotency-Key/);
+      const bad = await post('bad key with spaces', 'x=1');
+      assert.equal(bad.statusCode, 400);
+      assert.match(await bad.body.text(), /Idempotency-Key/);
+      const second = await post('order-2', 'x=1');
+      assert.equal(await second.body.text(), 'created #2');
+      assert.equal(n, 2);
+    });
+
     it('a POST answered 503 is relayed, never sent to a second instance', async () => {
       const hits: string[] = [];
       // Probes GET these too: only POSTs are counted.

@@ -16,10 +16,11 @@ import { parseControl, type ProxyType } from './control.ts';
 import { compose, type Chain, type Stage } from './chain.ts';
 import { Exchange } from './exchange.ts';
 import type { RetryPolicy, Upstream } from './upstream.ts';
+import type { IdempotencyStore } from '../health/index.ts';
 import type { ProxyLogRecord } from '../observability/record.ts';
 import {
   authenticatePlatform, bodyPolicy, chooseInstances, forward, identifyCaller, platformTarget, requireCandidates,
-  requireCanonicalPath, requireNodeId, requireServiceName, resolveByName, resolvePlatformService,
+  requireCanonicalPath, requireNodeId, requireServiceName, resolveByName, resolvePlatformService, withIdempotency,
 } from './stages/index.ts';
 
 export { Exchange } from './exchange.ts';
@@ -46,6 +47,8 @@ export interface ProxyDeps {
   extensions?: ChainExtensions;
   /** A service's retry policy (its retry budget), asked once per request. */
   retryPolicy?: (serviceId: string | undefined) => RetryPolicy | undefined;
+  /** Honours Idempotency-Key on unsafe methods (discovery and the platform types). */
+  idempotency?: IdempotencyStore;
   onResult?: (r: ProxyLogRecord) => void;
 }
 
@@ -53,7 +56,9 @@ export interface ProxyDeps {
 export function buildChains(deps: ProxyDeps): Partial<Record<ProxyType, Chain>> {
   const { config, upstream } = deps;
   const ext = (point: keyof ChainExtensions, type: ProxyType): Stage[] => deps.extensions?.[point]?.[type] ?? [];
-  const tail = (type: ProxyType): Stage[] => [...ext('choose', type), chooseInstances(), requireCandidates(), bodyPolicy(config), forward(upstream, deps.retryPolicy)];
+  const send = forward(upstream, deps.retryPolicy);
+  const last = deps.idempotency ? withIdempotency(deps.idempotency, config.bodyLimit, send) : send;
+  const tail = (type: ProxyType): Stage[] => [...ext('choose', type), chooseInstances(), requireCandidates(), bodyPolicy(config), last];
   // Path safety runs first in every chain: nothing is resolved or authorized
   // for a path the upstream could read differently.
   const chains: Partial<Record<ProxyType, Chain>> = {

@@ -6,7 +6,7 @@ import type { Config } from '../config/index.ts';
 import { createClient } from '../db/client.ts';
 import type { Database } from '../db/index.ts';
 import {
-  ActiveHealthChecker, InstanceHealth, PgAdvisoryLeader, RedisLeaderLock, RetryBudgets, SoloLeader, outcomeOf, type LeaderLock,
+  ActiveHealthChecker, IdempotencyStore, InstanceHealth, PgAdvisoryLeader, RedisLeaderLock, RetryBudgets, SoloLeader, outcomeOf, type LeaderLock,
 } from '../health/index.ts';
 import type { Redis } from '../redis/index.ts';
 import type { RegistryCache } from '../registry/cache.ts';
@@ -23,6 +23,8 @@ export interface NodeHealth {
   health: InstanceHealth;
   checker: ActiveHealthChecker | null;
   retryBudgets: RetryBudgets;
+  /** Idempotency-Key responses, shared over Redis when configured. */
+  idempotency: IdempotencyStore;
   /** The choose-point stage for the discovery and platform chains. */
   stage: Stage;
   onAttempt: AttemptHook;
@@ -103,8 +105,13 @@ export async function startHealth(w: HealthWiring): Promise<NodeHealth> {
   }
 
   const retryBudgets = new RetryBudgets();
+  const idempotency = new IdempotencyStore({
+    redis: w.redis?.client, prefix: `utilmeta-proxy:idem:${config.db.registryName}:`, log,
+    // The in-flight marker must outlive the longest request.
+    inflightTtlMs: Math.ceil(config.maxTimeout * 1000) + 10_000,
+  });
   return {
-    health, checker, retryBudgets,
+    health, checker, retryBudgets, idempotency,
     stage: healthyInstances(health),
     onAttempt: (target, status, error) => {
       if (target.instanceId === undefined || target.serviceId === undefined) return;

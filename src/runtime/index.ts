@@ -190,6 +190,7 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
         choose: { discovery: [health.stage], supervisor: [health.stage], operations: [health.stage] },
       },
       retryPolicy: health.retryPolicy,
+      idempotency: health.idempotency,
       snapshot: () => registry.snapshot,
       platform: platform.authority,
       onResult: (r: ProxyLogRecord) => {

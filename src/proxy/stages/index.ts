@@ -6,3 +6,4 @@ export { chooseInstances, requireCandidates } from './choose.ts';
 export { bodyPolicy } from './body.ts';
 export { forward, proxyHeaders } from './forward.ts';
 export { healthyInstances, type HealthFilter } from './health.ts';
+export { withIdempotency } from './idempotency.ts';
