@@ -177,6 +177,16 @@ describe('instance health (one node)', () => {
     assert.equal(h.healthOf('1').state, 'healthy');
   });
 
+  it('a failed probe below the down threshold (still up) does not end a passive ejection', async () => {
+    const clock = { now: T0 };
+    const h = make(clock);
+    h.report(insts[0], 'unreached');
+    await h.probed({ instanceId: '1', serviceId: 's', up: true, since: T0, validUntil: T0 + 1000, reason: '', fails: 1, passes: 0 });
+    assert.equal(h.isEjected('1'), true, 'one failed probe confirms the ejection rather than lifting it');
+    await h.probed({ instanceId: '1', serviceId: 's', up: true, since: T0, validUntil: T0 + 1000, reason: '', fails: 0, passes: 1 });
+    assert.equal(h.isEjected('1'), false, 'a passed probe lifts it');
+  });
+
   it('a readmitting probe ends a passive ejection too', async () => {
     const clock = { now: T0 };
     const h = make(clock);

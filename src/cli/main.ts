@@ -124,7 +124,7 @@ async function main(argv: string[]): Promise<number> {
   }
   // start
   if (config.baseUrlDerived) log.warn({ baseUrl: config.baseUrl }, `${PREFIX}BASE_URL is not set; using the listen address`);
-  let node: { close(): Promise<void> };
+  let node: { close(): Promise<void>; shutdown(drainMs?: number): Promise<boolean> };
   if (config.workers > 1) {
     const { uwsAvailable } = await import('../http/index.ts');
     if (uwsAvailable()) {
@@ -137,14 +137,28 @@ async function main(argv: string[]): Promise<number> {
   } else {
     node = await (await import('../runtime/index.ts')).startNode(config, log);
   }
+  // First signal: a graceful shutdown (readiness false, no new connections,
+  // requests in flight finish within DRAIN_TIMEOUT, then pools and databases
+  // close, exit 0). A second signal exits at once.
+  let stopping = false;
   const stop = async (signal: string) => {
-    log.info({ signal }, 'shutting down');
-    await node.close();
+    if (stopping) {
+      log.warn({ signal }, 'second signal: exiting now');
+      log.flush?.();
+      process.exit(signal === 'SIGINT' ? 130 : 143);
+    }
+    stopping = true;
+    log.info({ signal, drainMs: config.drainTimeout }, 'shutting down');
+    const drained = await node.shutdown(config.drainTimeout).catch((err) => {
+      log.error({ err }, 'error during shutdown');
+      return false;
+    });
+    log.info({ drained }, 'stopped');
     log.flush?.();
     process.exit(0);
   };
-  process.once('SIGINT', () => void stop('SIGINT'));
-  process.once('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+  process.on('SIGTERM', () => void stop('SIGTERM'));
   return -1; // keep running
 }
 

@@ -38,6 +38,9 @@ export interface Config {
   upstreamConnections: number;
   upstreamKeepAlive: number; // ms
   registryRefresh: number; // seconds
+  health: HealthConfig;
+  /** ms: how long in-flight requests may take to finish after SIGTERM */
+  drainTimeout: number;
   db: DbConfig;
   supervisor: {
     baseUrl: string | null;
@@ -52,6 +55,27 @@ export interface Config {
   /** Serve the operator web console at /console/ (UTILMETA_PROXY_CONSOLE). */
   console: boolean;
   envFile: string | null;
+}
+
+/** Active health checks and passive ejection. */
+export interface HealthConfig {
+  /** ms between probes of one instance; 0 turns active checks off */
+  probeInterval: number;
+  probeTimeout: number; // ms
+  /** null: probe the instance's ops_api; else this path joined onto base_url */
+  probePath: string | null;
+  unhealthyThreshold: number;
+  healthyThreshold: number;
+  /** ms an instance stays probe-down before the registry lists it as unhealthy */
+  unhealthyAfter: number;
+  /** ms an instance may stay unhealthy before it is deregistered; 0 = never */
+  instanceTtl: number;
+  /** consecutive failures that eject an instance */
+  ejectFailures: number;
+  /** base ejection time, ms */
+  ejectBase: number;
+  /** share of a service's instances that may be ejected at once, percent */
+  ejectMaxPercent: number;
 }
 
 /** The access plane's settings (Appendix A of the access-plane contract). */
@@ -97,6 +121,17 @@ export const VARIABLES: Array<{ name: string; default: string; help: string; gro
   { group: 'Proxy', name: 'UPSTREAM_KEEPALIVE', default: '4000', help: 'Idle keep-alive time for upstream connections, in ms (keep below the upstream server’s own timeout).' },
   { group: 'Proxy', name: 'CORS_MAX_AGE', default: '86400', help: 'Access-Control-Max-Age for preflight responses, in seconds.' },
   { group: 'Proxy', name: 'REGISTRY_REFRESH', default: '30', help: 'Seconds between full reloads of the in-memory registry (changes also arrive at once via LISTEN/NOTIFY).' },
+  { group: 'Health', name: 'HEALTH_PROBE_INTERVAL', default: '10000', help: 'Milliseconds between active probes of each instance (jittered ±20%); only one node of the cluster probes (Redis lock, else PostgreSQL advisory lock). 0 turns active checks off.' },
+  { group: 'Health', name: 'HEALTH_PROBE_TIMEOUT', default: '2000', help: 'Milliseconds a probe may take; slower counts as failed.' },
+  { group: 'Health', name: 'HEALTH_PROBE_PATH', default: "(unset: the instance's ops_api)", help: 'Probe this path (starting with /) joined onto the instance base_url instead of its OperationsAPI. Any answer below 500 means alive.' },
+  { group: 'Health', name: 'HEALTH_UNHEALTHY_THRESHOLD', default: '3', help: 'Failed probes in a row that take an instance out of rotation.' },
+  { group: 'Health', name: 'HEALTH_HEALTHY_THRESHOLD', default: '2', help: 'Passed probes in a row that readmit it.' },
+  { group: 'Health', name: 'HEALTH_UNHEALTHY_AFTER', default: '300000', help: 'Milliseconds out of rotation by probes after which the registry listing shows the instance as unhealthy (it is not deleted).' },
+  { group: 'Health', name: 'HEALTH_INSTANCE_TTL', default: '0', help: 'Milliseconds an instance may stay unhealthy before the probing node deregisters it; 0 = never (deleting is the operator\'s call).' },
+  { group: 'Health', name: 'EJECT_FAILURES', default: '5', help: 'Consecutive transport failures or 5xx answers from one instance that eject it (passive health).' },
+  { group: 'Health', name: 'EJECT_BASE', default: '30000', help: 'Milliseconds of the first ejection; it grows with each repeated ejection, up to 10 times.' },
+  { group: 'Health', name: 'EJECT_MAX_PERCENT', default: '50', help: 'Largest share of a service, in percent, ejected at once (at least one instance may always be ejected).' },
+  { group: 'Health', name: 'DRAIN_TIMEOUT', default: '30000', help: 'Milliseconds in-flight requests get to finish after SIGTERM/SIGINT before the node closes anyway.' },
   { group: 'Database', name: 'DB_ENGINE', default: 'postgresql', help: 'Only postgresql is supported (the operations database is shared with Django-based services).' },
   { group: 'Database', name: 'DB_HOST', default: '(unset: embedded PGlite)', help: 'PostgreSQL host. When unset, an embedded single-node PGlite database under DATA_DIR is used (development default).' },
   { group: 'Database', name: 'DB_PORT', default: '5432', help: 'PostgreSQL port.' },
@@ -232,6 +267,8 @@ export function parseConfig(env: Env, envFile: string | null = null): Config {
     upstreamConnections: r.int('UPSTREAM_CONNECTIONS', 128, 1, 100000),
     upstreamKeepAlive: r.int('UPSTREAM_KEEPALIVE', 4000, 1, 3600_000),
     registryRefresh: r.num('REGISTRY_REFRESH', 30, 0.1, 86400),
+    health: parseHealth(r),
+    drainTimeout: r.int('DRAIN_TIMEOUT', 30_000, 0, 3600_000),
     db: {
       host: r.str('DB_HOST'),
       port: r.int('DB_PORT', 5432, 1, 65535),
@@ -256,6 +293,25 @@ export function parseConfig(env: Env, envFile: string | null = null): Config {
     metricsPort,
     console: r.bool('CONSOLE', true),
     envFile,
+  };
+}
+
+function parseHealth(r: Reader): HealthConfig {
+  const probePath = r.str('HEALTH_PROBE_PATH');
+  if (probePath !== null && !/^\/[\x21-\x7e]*$/.test(probePath)) r.fail('HEALTH_PROBE_PATH', 'a path starting with / (visible ASCII only)', probePath);
+  const interval = r.int('HEALTH_PROBE_INTERVAL', 10_000, 0, 3600_000);
+  if (interval > 0 && interval < 100) r.fail('HEALTH_PROBE_INTERVAL', '0 (off) or at least 100 ms', String(interval));
+  return {
+    probeInterval: interval,
+    probeTimeout: r.int('HEALTH_PROBE_TIMEOUT', 2000, 10, 600_000),
+    probePath,
+    unhealthyThreshold: r.int('HEALTH_UNHEALTHY_THRESHOLD', 3, 1, 100),
+    healthyThreshold: r.int('HEALTH_HEALTHY_THRESHOLD', 2, 1, 100),
+    unhealthyAfter: r.int('HEALTH_UNHEALTHY_AFTER', 300_000, 0, 30 * 86400_000),
+    instanceTtl: r.int('HEALTH_INSTANCE_TTL', 0, 0, 365 * 86400_000),
+    ejectFailures: r.int('EJECT_FAILURES', 5, 1, 1000),
+    ejectBase: r.int('EJECT_BASE', 30_000, 10, 86400_000),
+    ejectMaxPercent: r.int('EJECT_MAX_PERCENT', 50, 1, 100),
   };
 }
 

@@ -217,8 +217,9 @@ export class InstanceHealth {
   /** Records a probe result from this node's prober and shares it. */
   async probed(p: ProbeState): Promise<void> {
     const was = this.applyProbe(p, 'local');
-    // A readmission also ends any passive ejection: the instance answers again.
-    if (p.up && this.outlier.isEjected(p.instanceId, this.clock())) await this.lift(p.instanceId);
+    // A passed probe also ends any passive ejection: the instance answers again.
+    // A failed probe below the down threshold still reports `up` and must not.
+    if (passed(p) && this.outlier.isEjected(p.instanceId, this.clock())) await this.lift(p.instanceId);
     // Up results are shared only when they change something, down results on
     // every probe (they renew the lease that keeps the instance out).
     if (!p.up || was) await this.sync?.probe(p);
@@ -339,7 +340,7 @@ export class InstanceHealth {
         }
         break;
       case 'probe':
-        if (m.p.up && this.outlier.isEjected(m.p.instanceId, now)) this.outlier.lift(m.p.instanceId, now);
+        if (passed(m.p) && this.outlier.isEjected(m.p.instanceId, now)) this.outlier.lift(m.p.instanceId, now);
         this.applyProbe(m.p, 'remote');
         break;
     }
@@ -359,6 +360,11 @@ export class InstanceHealth {
     }
     for (const p of s.probe) this.applyProbe(p, 'remote');
   }
+}
+
+/** The probe behind this state passed (not merely: the instance is not down yet). */
+function passed(p: ProbeState): boolean {
+  return p.up && p.fails === 0 && p.passes > 0;
 }
 
 function validateId(instanceId: unknown): asserts instanceId is string {

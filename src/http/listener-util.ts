@@ -394,3 +394,41 @@ export function runSafely(cb: () => void, log?: Logger): void {
 }
 
 export type { HeaderList };
+
+/**
+ * Counts requests in flight for a graceful shutdown. `begin` returns the one
+ * function that ends the request; it may be called any number of times.
+ */
+export class InFlight {
+  count = 0;
+  private waiters: Array<() => void> = [];
+
+  begin(): () => void {
+    this.count++;
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      if (--this.count === 0 && this.waiters.length > 0) {
+        const w = this.waiters;
+        this.waiters = [];
+        for (const f of w) f();
+      }
+    };
+  }
+
+  drained(timeoutMs: number): Promise<boolean> {
+    if (this.count === 0) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.waiters = this.waiters.filter((f) => f !== onIdle);
+        resolve(false);
+      }, timeoutMs);
+      const onIdle = () => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+      this.waiters.push(onIdle);
+    });
+  }
+}

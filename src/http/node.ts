@@ -18,6 +18,7 @@ import {
   isListenerOwnedHeader,
   mayReportLength,
   unwrapMapped,
+  InFlight,
 } from './listener-util.ts';
 
 const NO_HEADERS: HeaderList = [];
@@ -47,8 +48,10 @@ class NodeResponse implements ResponseWriter {
     private readonly isHead: boolean,
     private readonly body: BodyQueue | null,
     private readonly log: Logger | undefined,
+    done: () => void,
   ) {
     res.once('close', () => {
+      done();
       if (!res.writableFinished) this.handleAborted();
     });
   }
@@ -176,7 +179,7 @@ class NodeResponse implements ResponseWriter {
 
 }
 
-function onRequest(req: IncomingMessage, res: ServerResponse, handler: Handler, log: Logger | undefined): void {
+function onRequest(req: IncomingMessage, res: ServerResponse, handler: Handler, log: Logger | undefined, inFlight: InFlight): void {
   const url = req.url ?? '/';
   const q = url.indexOf('?');
   const path = q === -1 ? url : url.slice(0, q);
@@ -220,7 +223,7 @@ function onRequest(req: IncomingMessage, res: ServerResponse, handler: Handler, 
       declared,
     );
   }
-  const out = new NodeResponse(res, req.method === 'HEAD', body, log);
+  const out = new NodeResponse(res, req.method === 'HEAD', body, log, inFlight.begin());
   const request = new ListenerRequest('node', req.method ?? 'GET', path, query, headers, unwrapMapped(req.socket.remoteAddress), body);
   try {
     const p = handler(request, out);
@@ -231,7 +234,13 @@ function onRequest(req: IncomingMessage, res: ServerResponse, handler: Handler, 
 }
 
 export function listenNode(handler: Handler, opts: ListenOptions, log?: Logger): Promise<Listener> {
-  const server = http.createServer((req, res) => onRequest(req, res, handler, log));
+  const inFlight = new InFlight();
+  let stopping = false;
+  const server = http.createServer((req, res) => {
+    // While draining, answers end their connection so that clients move on.
+    if (stopping) res.shouldKeepAlive = false;
+    onRequest(req, res, handler, log, inFlight);
+  });
   server.keepAliveTimeout = 5000;
   return new Promise((resolve, reject) => {
     server.once('error', reject);
@@ -244,11 +253,23 @@ export function listenNode(handler: Handler, opts: ListenOptions, log?: Logger):
         kind: 'node',
         host: opts.host,
         port,
-        close: () =>
-          (closing ??= new Promise<void>((done) => {
-            server.close(() => done());
-            server.closeAllConnections(); // keep-alive sockets would otherwise hold close() open
-          })),
+        get inFlight() {
+          return inFlight.count;
+        },
+        stopAccepting: async () => {
+          if (stopping) return;
+          stopping = true;
+          // close() stops the listening socket; its callback waits for every
+          // connection, which close() below cuts, so it is not awaited here.
+          closing ??= new Promise<void>((done) => server.close(() => done()));
+          server.closeIdleConnections();
+        },
+        drained: (timeoutMs: number) => inFlight.drained(timeoutMs),
+        close: () => {
+          closing ??= new Promise<void>((done) => server.close(() => done()));
+          server.closeAllConnections(); // keep-alive sockets would otherwise hold close() open
+          return closing;
+        },
       });
     });
   });

@@ -77,6 +77,16 @@ export interface Listener {
   readonly kind: ListenerKind;
   readonly host: string;
   readonly port: number;
+  /** Requests whose response has not ended yet (streams included). */
+  readonly inFlight: number;
+  /**
+   * Graceful shutdown, first step: closes the listening socket (no new
+   * connections) and idle keep-alive connections. Requests in flight, and any
+   * that still arrive on open connections, are served.
+   */
+  stopAccepting(): Promise<void>;
+  /** Resolves true once nothing is in flight, or false when `timeoutMs` passed first. */
+  drained(timeoutMs: number): Promise<boolean>;
   /** Stops accepting and closes open connections. */
   close(): Promise<void>;
 }

@@ -55,6 +55,7 @@ import {
   isListenerOwnedHeader,
   mayReportLength,
   statusLine,
+  InFlight,
 } from './listener-util.ts';
 
 type Uws = typeof import('uWebSockets.js');
@@ -140,6 +141,8 @@ class UwsResponse implements ResponseWriter {
   constructor(
     private readonly res: HttpResponse,
     private readonly log: Logger | undefined,
+    /** Ends this request's in-flight count (idempotent). */
+    private readonly done: () => void,
   ) {
     // First thing, always: returning without a response or an abort handler kills the process.
     res.onAborted(() => this.handleAborted());
@@ -234,6 +237,7 @@ class UwsResponse implements ResponseWriter {
   abort(): void {
     if (this.gone || this.finished) return;
     this.ended = true;
+    this.done();
     this.res.close();
   }
 
@@ -245,6 +249,7 @@ class UwsResponse implements ResponseWriter {
       this.send(500, [['content-type', 'text/plain; charset=utf-8']], 'internal server error\n');
     } else {
       this.ended = true;
+      this.done();
       this.res.close(); // head is out: cut the connection so the client sees a truncated response
     }
   }
@@ -255,6 +260,7 @@ class UwsResponse implements ResponseWriter {
     if (this.total > 0) {
       // Fewer bytes than the declared content-length (a complete body finishes in
       // tryEnd): the client must not mistake this for a complete response.
+      this.done();
       res.close();
       return;
     }
@@ -370,6 +376,7 @@ class UwsResponse implements ResponseWriter {
   }
 
   private finish(): void {
+    this.done();
     this.finished = true;
     this.ended = true;
     this.waiting = false;
@@ -379,6 +386,7 @@ class UwsResponse implements ResponseWriter {
   }
 
   private handleAborted(): void {
+    this.done();
     this.gone = true;
     this.pending = [];
     this.body?.fail(new ClientAbortedError());
@@ -411,7 +419,7 @@ function refuseFraming(res: HttpResponse, e: FramingError, isHead: boolean): voi
   });
 }
 
-function onRequest(res: HttpResponse, req: HttpRequest, handler: Handler, log: Logger | undefined): void {
+function onRequest(res: HttpResponse, req: HttpRequest, handler: Handler, log: Logger | undefined, inFlight: InFlight): void {
   // Everything from `req` now: it is stack-allocated and gone after this returns.
   const m = req.getMethod(); // this build lower-cases the method
   const method = METHODS[m] ?? m.toUpperCase();
@@ -433,7 +441,7 @@ function onRequest(res: HttpResponse, req: HttpRequest, handler: Handler, log: L
   // First, before anything reads the body: answered synchronously, so no abort handler is needed.
   const bad = framingError(headers);
   if (bad) return refuseFraming(res, bad, method === 'HEAD');
-  const out = new UwsResponse(res, log);
+  const out = new UwsResponse(res, log, inFlight.begin());
   // Binary form: this build's getRemoteAddressAsText() prints unabbreviated IPv6.
   const remoteAddress = formatIp(new Uint8Array(res.getRemoteAddress()));
   out.isHead = method === 'HEAD';
@@ -463,7 +471,8 @@ function onRequest(res: HttpResponse, req: HttpRequest, handler: Handler, log: L
 
 export function listenUws(uws: Uws, handler: Handler, opts: ListenOptions, log?: Logger): Promise<Listener> {
   const app: TemplatedApp = uws.App();
-  app.any('/*', (res, req) => onRequest(res, req, handler, log));
+  const inFlight = new InFlight();
+  app.any('/*', (res, req) => onRequest(res, req, handler, log, inFlight));
   return new Promise((resolve, reject) => {
     app.listen(opts.host, opts.port, (ls: us_listen_socket | false) => {
       if (!ls) {
@@ -473,13 +482,26 @@ export function listenUws(uws: Uws, handler: Handler, opts: ListenOptions, log?:
       }
       const port = uws.us_socket_local_port(ls);
       let closing: Promise<void> | null = null;
+      let listening = true;
       resolve({
         kind: 'uws',
         host: opts.host,
         port,
+        get inFlight() {
+          return inFlight.count;
+        },
+        // Only the listening socket: open connections keep being served until
+        // close() (idle keep-alive ones lapse at uWS's idle timeout meanwhile).
+        stopAccepting: async () => {
+          if (!listening) return;
+          listening = false;
+          uws.us_listen_socket_close(ls);
+        },
+        drained: (timeoutMs: number) => inFlight.drained(timeoutMs),
         close: () =>
           (closing ??= new Promise<void>((done) => {
-            closeApp(uws, app, ls);
+            closeApp(uws, app, listening ? ls : null);
+            listening = false;
             // uWS frees closed sockets at the end of its loop iteration.
             setImmediate(done);
           })),

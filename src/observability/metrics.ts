@@ -16,6 +16,19 @@ export interface MetricSources {
   db: () => { up: boolean | null; poolSize: number; embedded: boolean };
   /** The access plane's view: applied seq, staleness (s), clock offset (s); Redis connected (null: not configured). */
   access?: () => { seq: number; stalenessSeconds: number; clockOffsetSeconds: number; redisUp: boolean | null };
+  /** Instance health (see InstanceHealth.metrics) plus prober and retry-budget counters. */
+  health?: () => HealthMetricSource;
+}
+
+export interface HealthMetricSource {
+  ejectionsTotal: ReadonlyArray<{ serviceId: string; instanceId: string; source: 'local' | 'remote'; count: number }>;
+  ejectedNow: ReadonlyArray<{ serviceId: string; count: number }>;
+  probeDownNow: number;
+  drainingNow: number;
+  pendingWrites: number;
+  probesTotal: number;
+  probeFailuresTotal: number;
+  retryBudget: ReadonlyArray<{ serviceId: string; granted: number; refused: number }>;
 }
 
 const TOKEN_STATES = new Set(['token_required', 'token_invalid', 'token_expired', 'node_id_mismatch', 'issuer_mismatch', 'audience_mismatch', 'cluster_mismatch', 'supervisor_not_found', 'node_required', 'insufficient_scope']);
@@ -55,6 +68,34 @@ export class Metrics {
       new client.Gauge({ name: 'utilmeta_proxy_authz_staleness_seconds', help: 'Seconds since the access state was last confirmed current', registers: [r], aggregator: 'max', collect() { const s = access().stalenessSeconds; this.set(Number.isFinite(s) ? s : -1); } });
       new client.Gauge({ name: 'utilmeta_proxy_authz_clock_offset_seconds', help: "This node's clock minus PostgreSQL's", registers: [r], aggregator: 'max', collect() { this.set(access().clockOffsetSeconds); } });
       new client.Gauge({ name: 'utilmeta_proxy_redis_up', help: '1 when Redis is connected, 0 when not, -1 when not configured', registers: [r], aggregator: 'min', collect() { const u = access().redisUp; this.set(u === null ? -1 : u ? 1 : 0); } });
+    }
+
+    const health = sources.health;
+    if (health) {
+      // Counters kept by the health library, exported at scrape time.
+      new client.Counter({
+        name: 'utilmeta_proxy_ejections_total', help: 'Instance ejections, decided on this node (local) or learned from another (remote)', labelNames: ['service_id', 'instance_id', 'source'], registers: [r],
+        collect() { this.reset(); for (const e of health().ejectionsTotal) this.inc({ service_id: e.serviceId, instance_id: e.instanceId, source: e.source }, e.count); },
+      });
+      new client.Gauge({
+        name: 'utilmeta_proxy_instances_ejected', help: 'Instances passively ejected now, per service', labelNames: ['service_id'], registers: [r], aggregator: 'max',
+        collect() { this.reset(); for (const e of health().ejectedNow) this.set({ service_id: e.serviceId }, e.count); },
+      });
+      new client.Gauge({ name: 'utilmeta_proxy_instances_probe_down', help: 'Instances held out of rotation by active probes', registers: [r], aggregator: 'max', collect() { this.set(health().probeDownNow); } });
+      new client.Gauge({ name: 'utilmeta_proxy_instances_draining', help: 'Instances drained by an operator', registers: [r], aggregator: 'max', collect() { this.set(health().drainingNow); } });
+      new client.Gauge({ name: 'utilmeta_proxy_health_pending_writes', help: 'Health changes waiting for Redis to return', registers: [r], aggregator: 'max', collect() { this.set(health().pendingWrites); } });
+      new client.Counter({ name: 'utilmeta_proxy_health_probes_total', help: 'Active health probes sent by this node', registers: [r], collect() { this.reset(); this.inc(health().probesTotal); } });
+      new client.Counter({ name: 'utilmeta_proxy_health_probe_failures_total', help: 'Active health probes that failed', registers: [r], collect() { this.reset(); this.inc(health().probeFailuresTotal); } });
+      new client.Counter({
+        name: 'utilmeta_proxy_retry_budget_total', help: 'Retries granted or refused by the per-service retry budget', labelNames: ['service_id', 'result'], registers: [r],
+        collect() {
+          this.reset();
+          for (const b of health().retryBudget) {
+            this.inc({ service_id: b.serviceId, result: 'granted' }, b.granted);
+            this.inc({ service_id: b.serviceId, result: 'refused' }, b.refused);
+          }
+        },
+      });
     }
 
     // Gauges read their sources at scrape time: nothing to maintain on the hot path.

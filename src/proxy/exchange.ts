@@ -63,7 +63,8 @@ export class Exchange {
 
   constructor(
     readonly req: IncomingRequest,
-    readonly res: ResponseWriter,
+    /** The client's writer (a stage may wrap it, e.g. to record the answer). */
+    public res: ResponseWriter,
     /** Raw remainder after /api/proxy ('' or '/…'). */
     readonly path: string,
     readonly clientIp: string,

@@ -15,16 +15,17 @@ import type { PlatformAuthority } from '../platform/index.ts';
 import { parseControl, type ProxyType } from './control.ts';
 import { compose, type Chain, type Stage } from './chain.ts';
 import { Exchange } from './exchange.ts';
-import type { Upstream } from './upstream.ts';
+import type { RetryPolicy, Upstream } from './upstream.ts';
+import type { IdempotencyStore } from '../health/index.ts';
 import type { ProxyLogRecord } from '../observability/record.ts';
 import {
   authenticatePlatform, bodyPolicy, chooseInstances, forward, identifyCaller, platformTarget, requireCandidates,
-  requireCanonicalPath, requireNodeId, requireServiceName, resolveByName, resolvePlatformService,
+  requireCanonicalPath, requireNodeId, requireServiceName, resolveByName, resolvePlatformService, withIdempotency,
 } from './stages/index.ts';
 
 export { Exchange } from './exchange.ts';
 export { compose, type Stage, type Chain } from './chain.ts';
-export { Upstream, UpstreamError, classify, type Candidate, type ForwardOutcome } from './upstream.ts';
+export { Upstream, UpstreamError, classify, type Candidate, type ForwardOutcome, type AttemptHook, type RetryPolicy } from './upstream.ts';
 export type { ProxyType, ProxyControl } from './control.ts';
 export type { ProxyLogRecord } from '../observability/record.ts';
 
@@ -44,6 +45,10 @@ export interface ProxyDeps {
   /** The platform's authority; without it the platform types answer 501. */
   platform?: PlatformAuthority;
   extensions?: ChainExtensions;
+  /** A service's retry policy (its retry budget), asked once per request. */
+  retryPolicy?: (serviceId: string | undefined) => RetryPolicy | undefined;
+  /** Honours Idempotency-Key on unsafe methods (discovery and the platform types). */
+  idempotency?: IdempotencyStore;
   onResult?: (r: ProxyLogRecord) => void;
 }
 
@@ -51,7 +56,9 @@ export interface ProxyDeps {
 export function buildChains(deps: ProxyDeps): Partial<Record<ProxyType, Chain>> {
   const { config, upstream } = deps;
   const ext = (point: keyof ChainExtensions, type: ProxyType): Stage[] => deps.extensions?.[point]?.[type] ?? [];
-  const tail = (type: ProxyType): Stage[] => [...ext('choose', type), chooseInstances(), requireCandidates(), bodyPolicy(config), forward(upstream)];
+  const send = forward(upstream, deps.retryPolicy);
+  const last = deps.idempotency ? withIdempotency(deps.idempotency, config.bodyLimit, send) : send;
+  const tail = (type: ProxyType): Stage[] => [...ext('choose', type), chooseInstances(), requireCandidates(), bodyPolicy(config), last];
   // Path safety runs first in every chain: nothing is resolved or authorized
   // for a path the upstream could read differently.
   const chains: Partial<Record<ProxyType, Chain>> = {

@@ -10,6 +10,21 @@ export interface Candidate {
   baseUrl: string;
   /** Instance remote_id, for X-UtilMeta-Proxy-Destination-Instance-Id. */
   remoteId?: string | null;
+  /** Registry ids, for health reporting (absent for platform targets). */
+  instanceId?: string;
+  serviceId?: string;
+}
+
+/**
+ * Told how every attempt ended: the upstream status (null when none arrived)
+ * or the transport error. Health bookkeeping hangs off this.
+ */
+export type AttemptHook = (target: Candidate, status: number | null, error: UpstreamError | null) => void;
+
+/** Per-request retry policy beyond the candidate list (a retry budget, Retry-After). */
+export interface RetryPolicy {
+  /** Asked before each retry; false stops the request with the last failure. */
+  allowRetry(): boolean;
 }
 
 export interface ForwardRequest {
@@ -27,9 +42,12 @@ export interface ForwardRequest {
   /**
    * 'idempotent': idempotent requests fail over on network errors and retryable statuses.
    * 'unreached': any request fails over, but only when the attempt never reached the
-   * upstream (refused, DNS, connect timeout) — forward mode's POSTs (spec §1.5.4 c).
+   * upstream (refused, DNS, connect timeout) — forward mode's POSTs.
+   * In both modes a non-idempotent request fails over only when the failed
+   * attempt never reached the upstream: otherwise it may have had its effect.
    */
   failover?: 'idempotent' | 'unreached';
+  retry?: RetryPolicy;
 }
 
 export interface ForwardOutcome {
@@ -96,7 +114,7 @@ export type ResponseDecorator = (status: number, headers: HeaderList, target: Ca
 
 type AttemptResult =
   | { kind: 'done'; status: number }
-  | { kind: 'retry'; error: UpstreamError }
+  | { kind: 'retry'; error: UpstreamError; status?: number; retryAfter?: string }
   | { kind: 'failed_after_commit'; status: number; error: UpstreamError };
 
 /**
@@ -159,7 +177,11 @@ class Attempt implements Dispatcher.DispatchHandler {
     this.status = statusCode;
     if (this.retryOnStatus && RETRY_STATUSES.has(statusCode)) {
       // Discard this response and fail over; nothing has reached the client.
-      this.finish({ kind: 'retry', error: new UpstreamError('other', `upstream ${this.target.baseUrl} answered ${statusCode}`, this.target.baseUrl) });
+      const ra = headers['retry-after'];
+      this.finish({
+        kind: 'retry', status: statusCode, retryAfter: Array.isArray(ra) ? ra[0] : ra,
+        error: new UpstreamError('other', `upstream ${this.target.baseUrl} answered ${statusCode}`, this.target.baseUrl),
+      });
       controller.abort(new Error('failover'));
       return;
     }
@@ -240,8 +262,14 @@ class Forwarding {
     res.onAborted(() => this.current?.clientAborted());
   }
 
+  /** Another candidate remains and the body can be sent again. */
   private canRetry(i: number): boolean {
-    return this.replayable && i < this.candidates.length - 1 && (this.req.failover === 'unreached' || this.req.idempotent);
+    return this.replayable && i < this.candidates.length - 1;
+  }
+
+  /** Any failure may be retried (idempotent requests), not only unreached attempts. */
+  private get retryAny(): boolean {
+    return this.req.idempotent && this.req.failover !== 'unreached';
   }
 
   start(): Promise<ForwardOutcome> {
@@ -252,7 +280,7 @@ class Forwarding {
   private next(): void {
     const i = this.index;
     const target = this.candidates[i];
-    const attempt = new Attempt(this, target, this.canRetry(i) && this.req.failover !== 'unreached');
+    const attempt = new Attempt(this, target, this.canRetry(i) && this.retryAny);
     this.current = attempt;
     try {
       this.upstream.dispatch(this.req, target, attempt);
@@ -264,13 +292,22 @@ class Forwarding {
   attemptEnded(attempt: Attempt, r: AttemptResult): void {
     const upstreamMs = performance.now() - this.started;
     const target = attempt.target;
+    const hook = this.upstream.onAttempt;
+    if (hook) {
+      try {
+        if (r.kind === 'done') hook(target, r.status, null);
+        else if (r.kind === 'retry') hook(target, r.status ?? null, r.status === undefined ? r.error : null);
+        else hook(target, r.status || null, r.error);
+      } catch {
+        // Bookkeeping must never break the request.
+      }
+    }
     if (r.kind === 'done') return this.resolve({ status: r.status, committed: true, retries: this.retries, target, upstreamMs });
     if (r.kind === 'failed_after_commit') {
       return this.resolve({ status: r.status, committed: true, retries: this.retries, target, error: r.error, upstreamMs });
     }
     this.lastError = r.error;
-    const unreachedOnly = this.req.failover === 'unreached';
-    if (this.canRetry(this.index) && (!unreachedOnly || r.error.unreached) && !this.res.aborted) {
+    if (this.canRetry(this.index) && (this.retryAny || r.error.unreached) && !this.res.aborted && (this.req.retry?.allowRetry() ?? true)) {
       this.retries++;
       this.index++;
       // Next tick: a synchronous dispatch failure must not recurse through the stack.
@@ -285,6 +322,8 @@ class Forwarding {
 
 export class Upstream {
   readonly agent: Agent;
+  /** Set by the runtime when health is wired. */
+  onAttempt: AttemptHook | null = null;
   // Base URLs are few and stable; parse each once instead of per request.
   private split = new Map<string, SplitUrl>();
 

@@ -22,6 +22,7 @@ export async function loadRegistry(sql: postgres.Sql): Promise<RegistrySnapshot>
 
 export class RegistryCache {
   readonly view: LiveView<RegistrySnapshot>;
+  private readonly swapListeners: Array<(next: RegistrySnapshot) => void> = [];
 
   /** `listen: false` for the embedded database, whose socket bridge drops notifications. */
   constructor(sql: postgres.Sql, log: Logger, refreshSeconds: number, useListen = true) {
@@ -32,7 +33,15 @@ export class RegistryCache {
       initial: RegistrySnapshot.empty(),
       feeds: useListen ? [pgNotifyFeed(sql, REGISTRY_CHANNEL)] : [],
       resyncMs: refreshSeconds * 1000,
+      onSwap: (next) => {
+        for (const cb of this.swapListeners) cb(next);
+      },
     });
+  }
+
+  /** Called after every reload with the new snapshot (dependent state, e.g. health, drops what is gone). */
+  onSwap(cb: (next: RegistrySnapshot) => void): void {
+    this.swapListeners.push(cb);
   }
 
   get snapshot(): RegistrySnapshot {

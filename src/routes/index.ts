@@ -36,6 +36,15 @@ export interface AppDeps {
    * built-in /api routes; each answers everything under its prefix itself.
    */
   mounts?: Mount[];
+  /** Instance health: its state in the listing, and drains. */
+  health?: RegistryHealth;
+}
+
+/** What the registry routes need of instance health. */
+export interface RegistryHealth {
+  healthOf(instanceId: string): { state: string; since: number | null; reason: string | null };
+  drain(instanceId: string): Promise<{ since: number; until: number; shared: boolean }>;
+  undrain(instanceId: string): Promise<boolean>;
 }
 
 export interface Mount {
@@ -46,6 +55,11 @@ export interface Mount {
 /** `path` is `prefix` or below it (a segment boundary). */
 export function under(path: string, prefix: string): boolean {
   return path === prefix || (path.startsWith(prefix) && (prefix.endsWith('/') || path.charCodeAt(prefix.length) === 47));
+}
+
+function healthView(h: RegistryHealth, id: string): { state: string; since: string | null; reason: string | null } {
+  const r = h.healthOf(id);
+  return { state: r.state, since: r.since === null ? null : new Date(r.since).toISOString(), reason: r.reason };
 }
 
 export function createApp(deps: AppDeps): Handler {
@@ -113,24 +127,54 @@ export function createApp(deps: AppDeps): Handler {
       if (req.method === 'POST') return register(req, res, common());
       requireInternal(req);
       const service = new URLSearchParams(req.query).get('service') ?? undefined;
-      return sendJson(res, 200, { services: await deps.store.list({ service }) }, common());
+      const services = await deps.store.list({ service });
+      const health = deps.health;
+      if (health) for (const svc of services) for (const inst of svc.instances) (inst as { health?: unknown }).health = healthView(health, String(inst.id));
+      return sendJson(res, 200, { services }, common());
+    }
+    if (path.startsWith('/api/registry/') && path.endsWith('/drain')) {
+      if (!methods('POST, DELETE')) return;
+      requireInternal(req);
+      const key = registryKey(path.slice('/api/registry/'.length, -'/drain'.length));
+      const id = instanceIdOf(key);
+      if (id === null) throw new HttpError(404, `no registered instance with id or address '${key}'`);
+      if (!deps.health) throw new HttpError(501, 'instance health is not enabled on this node');
+      if (req.method === 'DELETE') {
+        const shared = await deps.health.undrain(id);
+        return sendJson(res, 200, { instance: id, shared, health: healthView(deps.health, id) }, common());
+      }
+      const d = await deps.health.drain(id);
+      return sendJson(res, 200, { instance: id, shared: d.shared, until: new Date(d.until).toISOString(), health: healthView(deps.health, id) }, common());
     }
     if (path.startsWith('/api/registry/')) {
       if (!methods('DELETE')) return;
       requireInternal(req);
-      const raw = path.slice('/api/registry/'.length);
-      let key: string;
-      try {
-        key = decodeURIComponent(raw);
-      } catch {
-        throw new HttpError(400, `'${raw}' is not a valid percent-encoded instance id or address`);
-      }
+      const key = registryKey(path.slice('/api/registry/'.length));
+      // New requests stop at once on every node; in-flight ones finish.
+      const id = instanceIdOf(key);
+      if (id !== null && deps.health) await deps.health.drain(id);
       const removed = await deps.store.deregister(key);
       if (!removed) throw new HttpError(404, `no registered instance with id or address '${key}'`);
       await deps.registry.refresh().catch(() => {});
       return sendJson(res, 200, { deleted: registryResponse(removed) }, common());
     }
     throw new HttpError(404, `no route for ${req.method} ${req.path}`);
+  }
+
+  function registryKey(raw: string): string {
+    try {
+      return decodeURIComponent(raw);
+    } catch {
+      throw new HttpError(400, `'${raw}' is not a valid percent-encoded instance id or address`);
+    }
+  }
+
+  /** An instance id or address, as the registry knows it now. */
+  function instanceIdOf(key: string): string | null {
+    for (const svc of deps.registry.snapshot.services) {
+      for (const inst of svc.instances) if (inst.id === key || inst.address === key) return inst.id;
+    }
+    return null;
   }
 
   /** Listing and deleting registry entries is for operators inside the network. */

@@ -25,6 +25,7 @@ import { captureRevoke } from '../proxy/stages/revoke-capture.ts';
 import { connectRedis, redisFeed, redisUp, type Redis } from '../redis/index.ts';
 import { startSweeper } from '../access/sweeper.ts';
 import { createClient } from '../db/client.ts';
+import { startHealth, type NodeHealth } from './health.ts';
 
 export interface ProxyNode {
   config: Config;
@@ -39,9 +40,20 @@ export interface ProxyNode {
   metrics: Metrics;
   /** The /metrics listener, when METRICS_PORT is set. */
   metricsServer: MetricsServer | null;
+  /** Instance health: ejection, probes, drains, retry budgets. */
+  health: NodeHealth;
   /** http://host:port of the listener (for tests and logs). */
   origin: string;
+  /** Closes at once: open connections are cut. */
   close(): Promise<void>;
+  /**
+   * Graceful: readiness turns false at once, the listener stops accepting,
+   * requests in flight get up to `drainMs` (default DRAIN_TIMEOUT) to finish,
+   * then everything closes. Resolves whether every request finished.
+   */
+  shutdown(drainMs?: number): Promise<boolean>;
+  /** True from the start of a shutdown. */
+  readonly draining: boolean;
 }
 
 export interface AccessPlane {
@@ -69,7 +81,7 @@ export interface StartOptions {
   /** LISTEN for access-plane events on PostgreSQL (default true; false leaves Redis and the resync, for tests and benchmarks). */
   authzListen?: boolean;
   /** Hook to extend the app (platform link, metrics). */
-  extend?: (deps: AppDeps, node: Omit<ProxyNode, 'listener' | 'origin' | 'close'>) => void | Promise<void>;
+  extend?: (deps: AppDeps, node: Omit<ProxyNode, 'listener' | 'origin' | 'close' | 'shutdown' | 'draining'>) => void | Promise<void>;
 }
 
 async function isPublicHost(baseUrl: string): Promise<boolean> {
@@ -145,12 +157,23 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
     const sweeperSql = db.embedded || config.db.host === null ? null : createClient({ host: config.db.host, port: config.db.port, user: config.db.user, password: config.db.password, ssl: config.db.ssl, database: config.db.registryName, max: 1 }, log);
     const sweeper = await startSweeper({ store: authzStore, leaderSql: sweeperSql, log });
     cleanup.unshift(async () => { await sweeper.stop(); await sweeperSql?.end({ timeout: 5 }); });
+    // Health shares ejections, probe results and drains over Redis on a
+    // subscriber connection of its own (a subscribed connection runs no commands).
+    const healthSub = redisUrl ? connectRedis(redisUrl, log, 'utilmeta-proxy-health-sub') : null;
+    if (healthSub) cleanup.unshift(async () => void healthSub.disconnect());
+    const health = await startHealth({ config, log, db, registry, store, redis: redis && healthSub ? { client: redis, subscriber: healthSub } : null });
+    cleanup.unshift(() => health.close());
+    upstream.onAttempt = health.onAttempt;
     const metrics = new Metrics({
       defaultMetrics: opts.defaultMetrics !== false,
       registry: () => registry.snapshot,
       platform: () => platform.state(),
       lastSync: () => platform.connector?.lastSync ?? null,
       db: () => ({ up: registry.generation === 0 ? null : registry.lastError === null, poolSize: db.embedded ? 1 : config.db.poolSize, embedded: db.embedded }),
+      health: () => ({
+        ...health.health.metrics(), probesTotal: health.checker?.probesTotal ?? 0, probeFailuresTotal: health.checker?.probeFailuresTotal ?? 0,
+        retryBudget: health.retryBudgets.counters(),
+      }),
       access: () => ({ seq: accessView.current.seq, stalenessSeconds: accessView.stalenessMs() / 1000, clockOffsetSeconds: accessView.clockOffsetMs / 1000, redisUp: redis ? redisUp(redis) : null }),
     });
     let metricsServer: MetricsServer | null = null;
@@ -183,7 +206,10 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
           supervisor: [authorizePlatform(accessDeps, 'supervisor')],
           operations: [authorizePlatform(accessDeps, 'operations'), captureRevoke(authzStore, log)],
         },
+        choose: { discovery: [health.stage], supervisor: [health.stage], operations: [health.stage] },
       },
+      retryPolicy: health.retryPolicy,
+      idempotency: health.idempotency,
       snapshot: () => registry.snapshot,
       platform: platform.authority,
       onResult: (r: ProxyLogRecord) => {
@@ -194,6 +220,7 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
       },
     });
     let migrations: { at: number; status: MigrationStatus } | null = null;
+    let draining = false;
     const deps: AppDeps = {
       config,
       log,
@@ -202,11 +229,13 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
       store,
       publicBaseUrl: await isPublicHost(config.baseUrl),
       afterRegister: async (reg, result) => { await platform.afterRegister(reg, result); await syncCatalog(authzStore, log, { serviceId: result.instance.service_id, resources: reg.resources }); },
+      health: health.health,
       mounts: [consoleSurface, ...managementMounts({
         config, log, db, registry, registryStore: store, platform, access,
         auth: { view: accessView, sigv4: accessDeps.sigv4, bodyLimit: config.bodyLimit },
       })],
       readiness: async () => {
+        if (draining) return { ready: false, details: { status: 'shutting down' } };
         try {
           // Every probe: both pools answer. The migration state (six catalog queries)
           // only changes when something migrates, so it is re-read at most every 30 s.
@@ -224,7 +253,7 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
         }
       },
     };
-    await opts.extend?.(deps, { config, db, registry, upstream, proxy, platform, access, metrics, metricsServer });
+    await opts.extend?.(deps, { config, db, registry, upstream, proxy, platform, access, metrics, metricsServer, health });
     const listener = await listen(createApp(deps), { host: config.bindHost, port: opts.port ?? config.bindPort, server: config.server }, log);
     cleanup.unshift(() => listener.close());
     const hostText = listener.host.includes(':') ? `[${listener.host}]` : listener.host;
@@ -232,10 +261,25 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
     log.info({ listener: listener.kind, address: origin, baseUrl: config.baseUrl, database: db.describe }, 'utilmeta-proxy listening');
     if (opts.selfConnect !== false) platform.connectInBackground();
     let closed: Promise<void> | null = null;
+    let shut: Promise<boolean> | null = null;
+    const close = () => (closed ??= (async () => {
+      for (const fn of cleanup) await fn().catch((err) => log.warn({ err }, 'error during shutdown'));
+    })());
     return {
-      config, listener, db, registry, upstream, proxy, platform, access, metrics, metricsServer, origin,
-      close: () => (closed ??= (async () => {
-        for (const fn of cleanup) await fn().catch((err) => log.warn({ err }, 'error during shutdown'));
+      config, listener, db, registry, upstream, proxy, platform, access, metrics, metricsServer, origin, health,
+      get draining() {
+        return draining;
+      },
+      close,
+      shutdown: (drainMs = config.drainTimeout) => (shut ??= (async () => {
+        draining = true;
+        await listener.stopAccepting();
+        const inFlight = listener.inFlight;
+        log.info({ inFlight, drainMs }, 'draining: no new connections; waiting for requests in flight');
+        const all = await listener.drained(drainMs);
+        if (!all) log.warn({ left: listener.inFlight, drainMs }, 'drain timeout: closing with requests still in flight');
+        await close();
+        return all;
       })()),
     };
   } catch (err) {

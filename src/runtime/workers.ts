@@ -17,15 +17,17 @@ export interface WorkerGroup {
   origin: string;
   threads: number;
   close(): Promise<void>;
+  /** Every thread stops accepting and drains its requests in flight (see ProxyNode.shutdown), then exits. */
+  shutdown(drainMs?: number): Promise<boolean>;
 }
 
 interface WorkerInit { index: number; port: number; env: Record<string, string | undefined> }
-type ToWorker = { op: 'metrics'; id: number } | { op: 'close' };
+type ToWorker = { op: 'metrics'; id: number } | { op: 'close' } | { op: 'shutdown'; drainMs?: number };
 type FromWorker =
   | { type: 'ready'; port: number; origin: string }
   | { type: 'metrics'; id: number; json: unknown }
   | { type: 'failed'; message: string }
-  | { type: 'closed' };
+  | { type: 'closed'; drained?: boolean };
 
 /** The file that runs in each listener thread (this one, compiled or not). */
 const ENTRY = new URL(import.meta.url);
@@ -95,18 +97,26 @@ export async function startWorkers(config: Config, log: Logger, count: number): 
       metricsServer = await startMetricsServer(sum, config.metricsHost, config.metricsPort);
       log.info({ address: `http://${config.metricsHost}:${metricsServer.port}/metrics` }, 'metrics listening');
     }
-    let closed: Promise<void> | null = null;
+    let closed: Promise<boolean> | null = null;
+    // Each thread reports whether it drained everything before it exits.
+    const stopAll = (op: ToWorker) => (closed ??= (async () => {
+      const results = await Promise.all(workers.map((w) => new Promise<boolean>((resolve) => {
+        let drained = true;
+        w.on('message', (m: FromWorker) => {
+          if (m.type === 'closed' && m.drained === false) drained = false;
+        });
+        w.once('exit', () => resolve(drained));
+        w.postMessage(op);
+      })));
+      await metricsServer?.close();
+      return results.every(Boolean);
+    })());
     return {
       port: first.port,
       origin: first.origin,
       threads: count,
-      close: () => (closed ??= (async () => {
-        await metricsServer?.close();
-        await Promise.all(workers.map((w) => new Promise<void>((resolve) => {
-          w.once('exit', () => resolve());
-          w.postMessage({ op: 'close' } satisfies ToWorker);
-        })));
-      })()),
+      close: async () => void (await stopAll({ op: 'close' })),
+      shutdown: (drainMs?: number) => stopAll({ op: 'shutdown', drainMs }),
     };
   } catch (err) {
     await Promise.all(workers.map((w) => w.terminate()));
@@ -138,6 +148,11 @@ async function runThread(init: WorkerInit): Promise<void> {
           port.postMessage({ type: 'closed' } satisfies FromWorker);
           process.exit(0);
         });
+      } else if (m.op === 'shutdown') {
+        void node.shutdown(m.drainMs).then((drained) => {
+          port.postMessage({ type: 'closed', drained } satisfies FromWorker);
+          process.exit(0);
+        }, () => process.exit(1));
       }
     });
     port.postMessage({ type: 'ready', port: node.listener.port, origin: node.origin } satisfies FromWorker);

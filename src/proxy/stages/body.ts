@@ -4,6 +4,9 @@ import type { Config } from '../../config/index.ts';
 import { BodyTooLargeError } from '../../http/types.ts';
 import type { Stage } from '../chain.ts';
 
+/** Bodies up to this size are buffered so that a never-sent attempt can go to the next instance. */
+const SMALL_BODY = 64 * 1024;
+
 export function bodyPolicy(config: Config): Stage {
   const limit = config.bodyLimit;
   return (x) => {
@@ -11,7 +14,11 @@ export function bodyPolicy(config: Config): Stage {
     if (!req.hasBody || x.body !== null) return; // none, or already read (a signature covered it)
     const declared = Number(req.header('content-length'));
     if (declared > limit) throw new BodyTooLargeError(limit);
-    if ((x.control.idempotent || x.failover === 'unreached') && x.candidates.length > 1) {
+    // A non-idempotent request may still fail over when an attempt never reached
+    // its upstream, which needs the body again: small declared bodies are kept
+    // for that; larger ones stream and get one attempt.
+    const replay = x.control.idempotent || x.failover === 'unreached' || (declared <= SMALL_BODY && req.header('transfer-encoding') === undefined);
+    if (replay && x.candidates.length > 1) {
       return req.readBody(limit).then((b) => {
         x.body = b;
       });

@@ -8,7 +8,10 @@ export function chooseInstances(): Stage {
     const list = x.instances;
     const ops = x.targetField === 'ops_api';
     const out = new Array(list.length);
-    for (let i = 0; i < list.length; i++) out[i] = { baseUrl: ops ? list[i].opsApi : list[i].baseUrl, remoteId: list[i].remoteId };
+    for (let i = 0; i < list.length; i++) {
+      const inst = list[i];
+      out[i] = { baseUrl: ops ? inst.opsApi : inst.baseUrl, remoteId: inst.remoteId, instanceId: inst.id, serviceId: inst.serviceId };
+    }
     x.candidates = out;
   };
 }

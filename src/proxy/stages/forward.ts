@@ -5,7 +5,7 @@ import type { HeaderList, IncomingRequest } from '../../http/types.ts';
 import { outboundHeaders } from '../control.ts';
 import type { Exchange } from '../exchange.ts';
 import type { Stage } from '../chain.ts';
-import type { Candidate, Upstream } from '../upstream.ts';
+import type { Candidate, RetryPolicy, Upstream } from '../upstream.ts';
 
 export function proxyHeaders(out: HeaderList, target: Candidate, retries: number, hideId: boolean): void {
   out.push(['x-utilmeta-proxy-destination-base-url', target.baseUrl]);
@@ -36,7 +36,7 @@ function decorate(x: Exchange, req: IncomingRequest, out: HeaderList, target: Ca
   if (!hasCors) for (const h of corsHeaders(req)) out.push(h);
 }
 
-export function forward(upstream: Upstream): Stage {
+export function forward(upstream: Upstream, retryPolicy?: (serviceId: string | undefined) => RetryPolicy | undefined): Stage {
   return async (x) => {
     const req = x.req;
     const peerChain = req.header('x-forwarded-for');
@@ -44,7 +44,8 @@ export function forward(upstream: Upstream): Stage {
     const headers = outboundHeaders(req, x.streamed, x.upstreamHeaders, forwardedFor, x.stripHeaders);
     const c = x.control;
     x.outcome = await upstream.forward(
-      { method: req.method, path: x.path, query: x.query ?? req.query, headers, body: x.body, idempotent: c.idempotent, timeoutMs: c.timeoutMs, failover: x.failover },
+      { method: req.method, path: x.path, query: x.query ?? req.query, headers, body: x.body, idempotent: c.idempotent, timeoutMs: c.timeoutMs, failover: x.failover,
+        retry: x.candidates.length > 1 ? retryPolicy?.(x.service?.id) : undefined },
       x.candidates,
       x.res,
       (_status, out, target, retries) => decorate(x, req, out, target, retries),

@@ -5,3 +5,5 @@ export { resolveByName, resolvePlatformService } from './resolve.ts';
 export { chooseInstances, requireCandidates } from './choose.ts';
 export { bodyPolicy } from './body.ts';
 export { forward, proxyHeaders } from './forward.ts';
+export { healthyInstances, type HealthFilter } from './health.ts';
+export { withIdempotency } from './idempotency.ts';
