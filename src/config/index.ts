@@ -6,7 +6,7 @@ import { BlockList, isIP } from 'node:net';
 import dotenv from 'dotenv';
 import { availableParallelism } from 'node:os';
 import type { DbConfig } from '../db/index.ts';
-import { parseMasterKeys, type MasterKeys } from '../access/crypto.ts';
+import { parseMasterKeys, type MasterKeys } from './master-keys.ts';
 
 export const PREFIX = 'UTILMETA_PROXY_';
 

@@ -8,7 +8,7 @@ import { requestClientIp } from '../net/ip.ts';
 import { verifyToken, type TokenFailure } from '../tokens/jwt.ts';
 import { jtiRevoked, type Credentials } from '../access/index.ts';
 import type { Caller, PlatformJwtVerifier } from '../access/credentials.ts';
-import type { SurfaceContext } from './surfaces.ts';
+import type { SurfaceContext } from './context.ts';
 import { authenticateManagement } from './management-auth.ts';
 import { asDomainError, readJsonBody, readRawBody } from './management-kit.ts';
 import type { V1Answer, V1Call, V1Route } from './v1.ts';

@@ -7,7 +7,7 @@ import { sendOk, sendPreflight } from '../api/index.ts';
 import { requestClientIp } from '../net/ip.ts';
 import { DIRECTORY_PREFIX, matchDirectoryRoute, runDirectoryOp, type DirectoryCaller } from '../access/directory.ts';
 import type { Mount } from './index.ts';
-import type { SurfaceContext } from './surfaces.ts';
+import type { SurfaceContext } from './context.ts';
 import { authenticateManagement } from './management-auth.ts';
 import { answerFailure, commonHeaders, readJsonBody, settleView } from './management-kit.ts';
 

@@ -11,7 +11,7 @@ import { requestClientIp } from '../net/ip.ts';
 import type { Mount } from './index.ts';
 import { authenticateManagement, SigV4Refusal } from './management-auth.ts';
 import { settleView } from './management-kit.ts';
-import type { SurfaceContext } from './surfaces.ts';
+import type { SurfaceContext } from './context.ts';
 
 /** JSON bodies up to 1 MiB. */
 const BODY_LIMIT = 1 << 20;

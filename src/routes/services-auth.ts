@@ -7,7 +7,7 @@ import { DomainError } from '../core/errors.ts';
 import { requestClientIp } from '../net/ip.ts';
 import { ServicesAuth } from '../access/services-auth.ts';
 import type { Caller } from '../access/credentials.ts';
-import type { SurfaceContext } from './surfaces.ts';
+import type { SurfaceContext } from './context.ts';
 import { authenticateManagement } from './management-auth.ts';
 import { readJsonBody } from './management-kit.ts';
 import type { V1Call, V1Route } from './v1.ts';

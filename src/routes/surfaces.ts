@@ -1,15 +1,8 @@
 // Every management surface the node mounts, in one list: each surface is one
 // file of src/routes exporting a factory that takes this context and returns its
 // Mount. A new surface adds one line here.
-import type { Logger } from 'pino';
-import type { Config } from '../config/index.ts';
-import type { Database } from '../db/index.ts';
-import type { AccessView, AuthzStore, Credentials } from '../access/index.ts';
-import type { PlatformLink } from '../platform/index.ts';
-import type { RegistryCache, RegistryStore } from '../registry/index.ts';
-import type { Redis } from '../redis/index.ts';
 import type { Mount } from './index.ts';
-import type { ManagementAuthDeps } from './management-auth.ts';
+import type { SurfaceContext } from './context.ts';
 import { createOpsApi } from './ops.ts';
 import { createDirectorySurface } from './directory.ts';
 import { createV1Surface } from './v1.ts';
@@ -17,17 +10,8 @@ import { credentialRoutes } from './credentials.ts';
 import { createGrantsApi } from './grants.ts';
 import { servicesAuthRoutes } from './services-auth.ts';
 
-export interface SurfaceContext {
-  config: Config;
-  log: Logger;
-  db: Database;
-  registry: RegistryCache;
-  registryStore: RegistryStore;
-  platform: PlatformLink;
-  access: { view: AccessView; store: AuthzStore; credentials: Credentials; redis: Redis | null };
-  /** What authenticateManagement needs. */
-  auth: ManagementAuthDeps;
-}
+export type { SurfaceContext } from './context.ts';
+
 
 export function managementMounts(ctx: SurfaceContext): Mount[] {
   const { config, log, platform } = ctx;

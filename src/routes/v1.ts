@@ -7,7 +7,7 @@ import { DomainError } from '../core/errors.ts';
 import type { IncomingRequest, ResponseWriter } from '../http/types.ts';
 import { Router, sendOk, sendPreflight } from '../api/index.ts';
 import type { Mount } from './index.ts';
-import type { SurfaceContext } from './surfaces.ts';
+import type { SurfaceContext } from './context.ts';
 import { answerFailure, commonHeaders, settleView } from './management-kit.ts';
 
 export const V1_PREFIX = '/api/v1';
