@@ -442,6 +442,9 @@ async function startProxy(server: 'uws' | 'node', level: string, dbEnv: Record<s
     UTILMETA_PROXY_LOG_LEVEL: level,
     UTILMETA_PROXY_DB_POOL_SIZE: '4', // several nodes run at once; the hot path never queries
     UTILMETA_PROXY_WORKERS: String(workers),
+    // The benchmark measures the request path; active health probes (which would call every
+    // registered instance) stay off.
+    UTILMETA_PROXY_HEALTH_PROBE_INTERVAL: '0',
     ...dbEnv,
   }, `proxy-${++proxyRuns}-${server}-${level}.log`);
   const { origin } = await ready<{ origin: string }>(child, `proxy (${server})`, logFile);
@@ -490,8 +493,9 @@ async function registerInstance(p: ProxyChild, service: string, port: number): P
 
 /**
  * `services` × `perService` instances in bulk, with every column as RegistryStore.register
- * writes it (names recorded, app defaults). Hosts are distinct 10.x addresses that are never
- * called; the ops resource rows are left out because the registry cache never reads them.
+ * writes it (names recorded, app defaults). Hosts are distinct loopback addresses (127.1.x.y:8000,
+ * nothing listens there), so even a probe could only reach this machine; the ops resource rows
+ * are left out because the registry cache never reads them.
  */
 async function bulkRegister(p: ProxyChild, prefix: string, services: number, perService: number): Promise<void> {
   await p.sql('registry', `
@@ -512,7 +516,7 @@ async function bulkRegister(p: ProxyChild, prefix: string, services: number, per
       '3.11.2', '2.9.0', 'starlette', '0.26.1', now(), false, NULL,
       NULL, '{}'::jsonb, 0, 0, 0, a.service_id
     FROM (
-      SELECT s.id AS service_id, x.n, '10.' || ((x.n >> 16) & 255) || '.' || ((x.n >> 8) & 255) || '.' || (x.n & 255) AS host
+      SELECT s.id AS service_id, x.n, '127.' || (1 + ((x.n >> 16) & 127)) || '.' || ((x.n >> 8) & 255) || '.' || (x.n & 255) AS host
       FROM (SELECT id, (row_number() OVER (ORDER BY id))::int AS rn FROM utilmeta_service WHERE starts_with(name, $1)) s,
            LATERAL (SELECT (s.rn - 1) * $2::int + k AS n FROM generate_series(1, $2::int) k) x
     ) a`, [prefix, perService]);
