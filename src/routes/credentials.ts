@@ -3,15 +3,13 @@
 // endpoints (password grant, RFC 8693 token exchange of a platform node JWT,
 // RFC 7009 revoke) in the raw OAuth shapes their clients expect.
 import { decodeJwt } from 'jose';
-import { DomainError } from '../core/errors.ts';
 import { requestClientIp } from '../net/ip.ts';
 import { verifyToken, type TokenFailure } from '../tokens/jwt.ts';
 import { jtiRevoked, type Credentials } from '../access/index.ts';
-import type { Caller, PlatformJwtVerifier } from '../access/credentials.ts';
+import type { PlatformJwtVerifier } from '../access/credentials.ts';
 import type { SurfaceContext } from './context.ts';
-import { authenticateManagement } from './management-auth.ts';
-import { asDomainError, readJsonBody, readRawBody } from './management-kit.ts';
-import type { V1Answer, V1Call, V1Route } from './v1.ts';
+import { asDomainError, readRawBody } from './management-kit.ts';
+import { v1Caller, type V1Answer, type V1Call, type V1Route } from './v1.ts';
 
 const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 
@@ -49,22 +47,7 @@ export function credentialRoutes(ctx: SurfaceContext): V1Route[] {
   const verify = platformJwtVerifier(ctx);
   const ipOf = (call: V1Call) => requestClientIp(call.req, ctx.config.trustedProxies);
 
-  /** The authenticated user as the credentials domain's caller, and the JSON body. */
-  async function authed(call: V1Call, withBody: boolean): Promise<{ caller: Caller; body: Record<string, unknown> }> {
-    const { caller: c, body: pre } = await authenticateManagement(ctx.auth, call.req);
-    const caller: Caller = {
-      userId: c.userId,
-      admin: c.admin,
-      actor: { type: 'USER', id: c.userId, name: c.account, credential: c.credential, ip: ipOf(call), requestId: call.requestId },
-    };
-    if (!withBody) return { caller, body: {} };
-    const body = await readJsonBody(call.req, pre);
-    if (body === undefined) return { caller, body: {} };
-    if (body === null || typeof body !== 'object' || Array.isArray(body)) {
-      throw new DomainError('invalid', 'body: must be a JSON object', { code: 'PARAM_INVALID', field: 'body' });
-    }
-    return { caller, body: body as Record<string, unknown> };
-  }
+  const authed = (call: V1Call, withBody: boolean) => v1Caller(ctx, call, withBody);
   const query = (call: V1Call) => Object.fromEntries(new URLSearchParams(call.req.query));
   const ok = (data: unknown): V1Answer => ({ data });
 

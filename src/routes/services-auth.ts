@@ -3,33 +3,14 @@
 // extensions (services, APIs, settings, audit events), as a route table for the
 // /api/v1 mount. The rules live in src/access/services-auth.ts; this file only
 // authenticates, reads the body and query, and shapes the answer.
-import { DomainError } from '../core/errors.ts';
-import { requestClientIp } from '../net/ip.ts';
 import { ServicesAuth } from '../access/services-auth.ts';
-import type { Caller } from '../access/credentials.ts';
 import type { SurfaceContext } from './context.ts';
-import { authenticateManagement } from './management-auth.ts';
-import { readJsonBody } from './management-kit.ts';
-import type { V1Call, V1Route } from './v1.ts';
+import { v1Caller, type V1Call, type V1Route } from './v1.ts';
 
 export function servicesAuthRoutes(ctx: SurfaceContext): V1Route[] {
   const domain = new ServicesAuth({ store: ctx.access.store, view: ctx.access.view });
 
-  async function authed(call: V1Call, withBody: boolean): Promise<{ caller: Caller; body: Record<string, unknown> }> {
-    const { caller: c, body: pre } = await authenticateManagement(ctx.auth, call.req);
-    const caller: Caller = {
-      userId: c.userId,
-      admin: c.admin,
-      actor: { type: 'USER', id: c.userId, name: c.account, credential: c.credential, ip: requestClientIp(call.req, ctx.config.trustedProxies), requestId: call.requestId },
-    };
-    if (!withBody) return { caller, body: {} };
-    const body = await readJsonBody(call.req, pre);
-    if (body === undefined) return { caller, body: {} };
-    if (body === null || typeof body !== 'object' || Array.isArray(body)) {
-      throw new DomainError('invalid', 'body: must be a JSON object', { code: 'PARAM_INVALID', field: 'body' });
-    }
-    return { caller, body: body as Record<string, unknown> };
-  }
+  const authed = (call: V1Call, withBody: boolean) => v1Caller(ctx, call, withBody);
   const query = (call: V1Call): Record<string, string> => Object.fromEntries(new URLSearchParams(call.req.query));
   const params = (call: V1Call) => new URLSearchParams(call.req.query);
 

@@ -8,7 +8,10 @@ import type { IncomingRequest, ResponseWriter } from '../http/types.ts';
 import { Router, sendOk, sendPreflight } from '../api/index.ts';
 import type { Mount } from './index.ts';
 import type { SurfaceContext } from './context.ts';
-import { answerFailure, commonHeaders, settleView } from './management-kit.ts';
+import { answerFailure, commonHeaders, readJsonBody, settleView } from './management-kit.ts';
+import { authenticateManagement } from './management-auth.ts';
+import { requestClientIp } from '../net/ip.ts';
+import type { Caller } from '../access/credentials.ts';
 
 export const V1_PREFIX = '/api/v1';
 
@@ -63,4 +66,21 @@ export function createV1Surface(ctx: SurfaceContext, tables: ReadonlyArray<reado
       }
     },
   };
+}
+
+/** The authenticated user as the access domains' caller, and the JSON object body (`{}` when none). */
+export async function v1Caller(ctx: SurfaceContext, call: V1Call, withBody: boolean): Promise<{ caller: Caller; body: Record<string, unknown> }> {
+  const { caller: c, body: pre } = await authenticateManagement(ctx.auth, call.req);
+  const caller: Caller = {
+    userId: c.userId,
+    admin: c.admin,
+    actor: { type: 'USER', id: c.userId, name: c.account, credential: c.credential, ip: requestClientIp(call.req, ctx.config.trustedProxies), requestId: call.requestId },
+  };
+  if (!withBody) return { caller, body: {} };
+  const body = await readJsonBody(call.req, pre);
+  if (body === undefined) return { caller, body: {} };
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) {
+    throw new DomainError('invalid', 'body: must be a JSON object', { code: 'PARAM_INVALID', field: 'body' });
+  }
+  return { caller, body: body as Record<string, unknown> };
 }
