@@ -17,7 +17,6 @@ import postgres from 'postgres';
 import { REGISTRY_CHANNEL } from '../src/registry/cache.ts';
 import { registrationBody } from '../test/support/ops.ts';
 import { generateRsaKeyPair, signJwt } from '../test/support/platform-sim.ts';
-import type { ProxyRequest } from './proxy-node.ts';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const { values: args } = parseArgs({
@@ -138,8 +137,10 @@ function nodeChild(script: string, args: string[], env: Record<string, string>, 
   const fd = openSync(logFile, 'a');
   // The children's config comes only from us: drop any UTILMETA_PROXY_* of this shell.
   const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('UTILMETA_PROXY_')));
-  const extra = script === 'proxy-node.ts' && args_nodeFlags ? args_nodeFlags.split(/\s+/).filter(Boolean) : [];
-  const child = track(spawn(process.execPath, ['--expose-gc', ...extra, '--import', 'tsx', join(HERE, script), ...args], {
+  const compiled = script.endsWith('.mjs'); // runs dist/ without a loader, as production does
+  const extra = compiled && args_nodeFlags ? args_nodeFlags.split(/\s+/).filter(Boolean) : [];
+  const loader = compiled ? [] : ['--import', 'tsx'];
+  const child = track(spawn(process.execPath, ['--expose-gc', ...extra, ...loader, join(HERE, script), ...args], {
     stdio: ['ignore', fd, fd, 'ipc'], env: { ...base, ...env },
   }));
   closeSync(fd);
@@ -423,6 +424,13 @@ async function databases(): Promise<Databases> {
 
 // ---- proxy nodes -----------------------------------------------------------------------------
 
+/** What run.ts asks of a proxy child (bench/proxy-node.mjs) over IPC. */
+type ProxyRequest =
+  | { id: number; op: 'sql'; db: 'registry' | 'ops'; text: string; params?: unknown[] }
+  | { id: number; op: 'refresh' }
+  | { id: number; op: 'gc' }
+  | { id: number; op: 'close' };
+
 interface ProxyChild {
   origin: string;
   pid: number;
@@ -435,7 +443,7 @@ type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K>
 let proxyRuns = 0;
 async function startProxy(server: 'uws' | 'node', level: string, dbEnv: Record<string, string>, workers = 1): Promise<ProxyChild> {
   const port = await freePort();
-  const { child, logFile } = nodeChild('proxy-node.ts', [], {
+  const { child, logFile } = nodeChild('proxy-node.mjs', [], {
     UTILMETA_PROXY_SERVER: server,
     UTILMETA_PROXY_BIND_HOST: '127.0.0.1',
     UTILMETA_PROXY_BIND_PORT: String(port),
@@ -584,6 +592,9 @@ async function main(): Promise<void> {
     console.log('wrk: not installed (apt-get install wrk) — nothing can be measured');
     return;
   }
+  // The proxy children run the compiled dist/ (as `npm start` does): build it when stale.
+  const built = spawnSync(process.execPath, [join(HERE, '..', 'scripts', 'build.mjs'), '--quiet'], { stdio: 'inherit' });
+  if (built.status !== 0) throw new Error('npm run build failed: the benchmark runs the compiled dist/');
   const ports = await startUpstream();
   const nginx = NGINX ? await startNginx(ports) : null;
   if (!nginx) {
