@@ -37,6 +37,8 @@ export interface Config {
   corsMaxAge: number;
   upstreamConnections: number;
   upstreamKeepAlive: number; // ms
+  /** 'h1': the built-in keep-alive client for plain-http, in-memory-body requests (undici for the rest); 'undici': undici for all. */
+  upstreamClient: 'h1' | 'undici';
   registryRefresh: number; // seconds
   health: HealthConfig;
   /** ms: how long in-flight requests may take to finish after SIGTERM */
@@ -119,6 +121,7 @@ export const VARIABLES: Array<{ name: string; default: string; help: string; gro
   { group: 'Proxy', name: 'BODY_LIMIT', default: '10485760', help: 'Largest request body accepted, in bytes (registrations and proxied requests); larger bodies get 413.' },
   { group: 'Proxy', name: 'UPSTREAM_CONNECTIONS', default: '128', help: 'Keep-alive connection pool size per upstream origin.' },
   { group: 'Proxy', name: 'UPSTREAM_KEEPALIVE', default: '4000', help: 'Idle keep-alive time for upstream connections, in ms (keep below the upstream server’s own timeout).' },
+  { group: 'Proxy', name: 'UPSTREAM_CLIENT', default: 'h1', help: 'h1: the built-in keep-alive HTTP/1.1 client carries plain-http requests whose body is absent or buffered (undici carries streamed uploads and https); undici: undici carries everything.' },
   { group: 'Proxy', name: 'CORS_MAX_AGE', default: '86400', help: 'Access-Control-Max-Age for preflight responses, in seconds.' },
   { group: 'Proxy', name: 'REGISTRY_REFRESH', default: '30', help: 'Seconds between full reloads of the in-memory registry (changes also arrive at once via LISTEN/NOTIFY).' },
   { group: 'Health', name: 'HEALTH_PROBE_INTERVAL', default: '10000', help: 'Milliseconds between active probes of each instance (jittered ±20%); only one node of the cluster probes (Redis lock, else PostgreSQL advisory lock). 0 turns active checks off.' },
@@ -266,6 +269,7 @@ export function parseConfig(env: Env, envFile: string | null = null): Config {
     corsMaxAge: r.int('CORS_MAX_AGE', 86400, 0, 10 * 365 * 86400),
     upstreamConnections: r.int('UPSTREAM_CONNECTIONS', 128, 1, 100000),
     upstreamKeepAlive: r.int('UPSTREAM_KEEPALIVE', 4000, 1, 3600_000),
+    upstreamClient: r.choice('UPSTREAM_CLIENT', ['h1', 'undici'] as const, 'h1'),
     registryRefresh: r.num('REGISTRY_REFRESH', 30, 0.1, 86400),
     health: parseHealth(r),
     drainTimeout: r.int('DRAIN_TIMEOUT', 30_000, 0, 3600_000),

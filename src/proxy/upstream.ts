@@ -3,6 +3,7 @@
 // API (no Readable streams in between): response chunks go straight to the
 // listener's writer, and backpressure pauses the upstream socket.
 import { Agent, type Dispatcher } from 'undici';
+import { H1Agent } from '../h1/index.ts';
 import { BodyTooLargeError, type HeaderList, type ResponseWriter } from '../http/types.ts';
 
 export interface Candidate {
@@ -104,7 +105,12 @@ export function classify(err: unknown, baseUrl: string, timeoutMs: number): Upst
   return new UpstreamError('other', `upstream ${baseUrl} failed: ${e.message ?? String(err)}`, baseUrl);
 }
 
-interface SplitUrl { origin: string; prefix: string }
+interface SplitUrl {
+  origin: string;
+  prefix: string;
+  /** Plain http: the built-in client can carry it (address without IPv6 brackets, port, Host). */
+  h1: { host: string; port: number; hostHeader: string } | null;
+}
 
 /**
  * Adds proxy headers to a committed upstream response. Called once per response,
@@ -322,12 +328,15 @@ class Forwarding {
 
 export class Upstream {
   readonly agent: Agent;
+  /** The common case (plain http, body absent or in memory); null when configured off. */
+  readonly h1: H1Agent | null;
   /** Set by the runtime when health is wired. */
   onAttempt: AttemptHook | null = null;
   // Base URLs are few and stable; parse each once instead of per request.
   private split = new Map<string, SplitUrl>();
 
-  constructor(opts: { connections: number; keepAliveMs: number; connectTimeoutMs: number }) {
+  constructor(opts: { connections: number; keepAliveMs: number; connectTimeoutMs: number; client?: 'h1' | 'undici' }) {
+    this.h1 = opts.client === 'undici' ? null : new H1Agent({ connections: opts.connections, keepAliveMs: opts.keepAliveMs, connectTimeoutMs: opts.connectTimeoutMs });
     this.agent = new Agent({
       connections: opts.connections,
       pipelining: 1,
@@ -341,7 +350,8 @@ export class Upstream {
     let s = this.split.get(baseUrl);
     if (!s) {
       const u = new URL(baseUrl);
-      s = { origin: u.origin, prefix: u.pathname.replace(/\/+$/, '') };
+      const h1 = u.protocol === 'http:' ? { host: u.hostname.replace(/^\[|\]$/g, ''), port: Number(u.port || 80), hostHeader: u.host } : null;
+      s = { origin: u.origin, prefix: u.pathname.replace(/\/+$/, ''), h1 };
       if (this.split.size > 10000) this.split.clear();
       this.split.set(baseUrl, s);
     }
@@ -349,7 +359,7 @@ export class Upstream {
   }
 
   async close(): Promise<void> {
-    await this.agent.close();
+    await Promise.all([this.agent.close(), this.h1?.close()]);
   }
 
   /** Sends the request to the candidates in order; settles when the client has its answer. */
@@ -359,7 +369,15 @@ export class Upstream {
 
   /** @internal one attempt's dispatch */
   dispatch(req: ForwardRequest, target: Candidate, handler: Dispatcher.DispatchHandler): void {
-    const { origin, prefix } = this.splitUrl(target.baseUrl);
+    const { origin, prefix, h1 } = this.splitUrl(target.baseUrl);
+    const body = req.body;
+    if (h1 && this.h1 && (body === null || Buffer.isBuffer(body))) {
+      this.h1.dispatch(
+        { host: h1.host, port: h1.port, hostHeader: h1.hostHeader, method: req.method, path: (prefix + req.path || '/') + (req.query ? `?${req.query}` : ''), headers: req.headers, body, timeoutMs: req.timeoutMs },
+        handler,
+      );
+      return;
+    }
     this.agent.dispatch(
       {
         origin,

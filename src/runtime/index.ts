@@ -118,6 +118,7 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
     const upstream = new Upstream({
       connections: config.upstreamConnections,
       keepAliveMs: config.upstreamKeepAlive,
+      client: config.upstreamClient,
       connectTimeoutMs: Math.min(10_000, config.maxTimeout * 1000),
     });
     cleanup.unshift(() => upstream.close());

@@ -1,0 +1,299 @@
+// An incremental, strict HTTP/1.1 *response* parser (RFC 9112), for the keep-alive client
+// in client.ts. Only responses, only what a reverse proxy needs: status line, headers,
+// framing by Content-Length / chunked / connection close, 1xx interim responses,
+// trailers. Anything ambiguous is an error rather than a guess, because a framing
+// mistake on a reused connection would hand one client another client's bytes.
+
+export class H1ParseError extends Error {
+  /** `HPE_*`, like llhttp's codes, so callers classify both clients' errors alike. */
+  constructor(readonly code: string, message: string) {
+    super(message);
+  }
+}
+
+export interface ResponseHead {
+  status: number;
+  statusText: string;
+  /** Lower-case names; a repeated header becomes an array, as undici reports it. */
+  headers: Record<string, string | string[]>;
+  /** The server allows the connection to carry another request after this response. */
+  keepAlive: boolean;
+  /** `Keep-Alive: timeout=N` in ms, when the server sent one. */
+  keepAliveHintMs: number | undefined;
+}
+
+export interface ParserEvents {
+  /** Final (non-1xx) response head. */
+  onHead(head: ResponseHead): void;
+  /** A body chunk; a view into the buffer given to execute(). */
+  onBody(chunk: Buffer): void;
+  /** The response is complete; `trailers` only after a chunked body that had some. */
+  onComplete(trailers: Record<string, string | string[]> | null): void;
+}
+
+const enum State {
+  Head,
+  Length,
+  ChunkSize,
+  ChunkData,
+  ChunkDataEnd,
+  Trailers,
+  UntilClose,
+  Done,
+}
+
+const CRLF2 = Buffer.from('\r\n\r\n');
+const CRLF = Buffer.from('\r\n');
+/** RFC 9110 token characters, for header names. */
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** A field value may hold visible characters, SP, HTAB and obs-text; no CR, LF or NUL. */
+const BAD_VALUE = /[\x00-\x08\x0a-\x1f\x7f]/;
+const STATUS_LINE = /^HTTP\/1\.([01]) ([1-9]\d\d)(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?$/;
+const MAX_CHUNK_LINE = 4096;
+
+export interface ParserOptions {
+  /** Largest response head (status line + headers), and separately the trailer section. */
+  maxHeaderSize: number;
+}
+
+export class ResponseParser {
+  private state = State.Done;
+  private head: Buffer | null = null; // bytes of an incomplete head / chunk line / trailers
+  private remaining = 0;
+  private isHead = false;
+  /** Set by the head: whether the connection may be reused after this response. */
+  keepAlive = false;
+  /** True once any byte of the response arrived (the request reached the server). */
+  started = false;
+
+  constructor(private readonly events: ParserEvents, private readonly opts: ParserOptions) {}
+
+  /** Ready for the response to a new request; `isHead` for HEAD (no body whatever the headers say). */
+  reset(isHead: boolean): void {
+    this.state = State.Head;
+    this.head = null;
+    this.remaining = 0;
+    this.isHead = isHead;
+    this.keepAlive = false;
+    this.started = false;
+  }
+
+  get done(): boolean {
+    return this.state === State.Done;
+  }
+
+  /** The body runs until the connection closes (no length, not chunked). */
+  get untilClose(): boolean {
+    return this.state === State.UntilClose;
+  }
+
+  /**
+   * Feeds bytes. Returns how many belong to this response; bytes past its end
+   * (data the server sent unasked) are left to the caller. Throws H1ParseError.
+   */
+  execute(buf: Buffer): number {
+    if (buf.length > 0) this.started = true;
+    let i = 0;
+    while (i < buf.length && this.state !== State.Done) {
+      switch (this.state) {
+        case State.Head:
+          i = this.readHead(buf, i);
+          break;
+        case State.Length: {
+          const n = Math.min(this.remaining, buf.length - i);
+          this.remaining -= n;
+          const chunk = buf.subarray(i, i + n);
+          i += n;
+          if (this.remaining === 0) this.state = State.Done;
+          this.events.onBody(chunk);
+          if (this.state === State.Done) this.events.onComplete(null);
+          break;
+        }
+        case State.ChunkSize:
+          i = this.readChunkSize(buf, i);
+          break;
+        case State.ChunkData: {
+          const n = Math.min(this.remaining, buf.length - i);
+          this.remaining -= n;
+          const chunk = buf.subarray(i, i + n);
+          i += n;
+          if (this.remaining === 0) {
+            this.state = State.ChunkDataEnd;
+            this.remaining = 2;
+          }
+          this.events.onBody(chunk);
+          break;
+        }
+        case State.ChunkDataEnd:
+          // The CRLF after a chunk's data, possibly split across reads.
+          while (this.remaining > 0 && i < buf.length) {
+            if (buf[i] !== CRLF[2 - this.remaining]) throw new H1ParseError('HPE_STRICT', 'chunk data is not followed by CRLF');
+            i++;
+            this.remaining--;
+          }
+          if (this.remaining === 0) this.state = State.ChunkSize;
+          break;
+        case State.Trailers:
+          i = this.readTrailers(buf, i);
+          break;
+        case State.UntilClose:
+          this.events.onBody(buf.subarray(i));
+          i = buf.length;
+          break;
+      }
+    }
+    return i;
+  }
+
+  /** The connection ended: completes a close-delimited body, else the response was cut short. */
+  finish(): void {
+    if (this.state === State.UntilClose) {
+      this.state = State.Done;
+      this.events.onComplete(null);
+      return;
+    }
+    if (this.state !== State.Done) throw new H1ParseError('HPE_INCOMPLETE', 'the connection closed before the response was complete');
+  }
+
+  /** Bytes buffered so far plus `buf`, searching for `sep` from where the last search stopped. */
+  private accumulate(buf: Buffer, from: number, sep: Buffer, limit: number, what: string): { block: Buffer; next: number } | null {
+    const prev = this.head;
+    const data = prev ? Buffer.concat([prev, buf.subarray(from)]) : buf.subarray(from);
+    // Resume the search a few bytes before the old end, in case the separator straddles reads.
+    const start = prev ? Math.max(0, prev.length - sep.length + 1) : 0;
+    const at = data.indexOf(sep, start);
+    if (at < 0) {
+      if (data.length > limit) throw new H1ParseError('HPE_HEADER_OVERFLOW', `${what} is larger than ${limit} bytes`);
+      this.head = Buffer.from(data); // own the bytes: the socket's buffer is not ours to keep
+      return null;
+    }
+    if (at + sep.length > limit) throw new H1ParseError('HPE_HEADER_OVERFLOW', `${what} is larger than ${limit} bytes`);
+    this.head = null;
+    return { block: data.subarray(0, at), next: from + (at + sep.length - (prev ? prev.length : 0)) };
+  }
+
+  private readHead(buf: Buffer, from: number): number {
+    const r = this.accumulate(buf, from, CRLF2, this.opts.maxHeaderSize, 'the response head');
+    if (!r) return buf.length;
+    const text = r.block.toString('latin1');
+    const lines = text.split('\r\n');
+    const m = STATUS_LINE.exec(lines[0]);
+    if (!m) throw new H1ParseError('HPE_INVALID_STATUS', `invalid status line ${JSON.stringify(lines[0].slice(0, 80))}`);
+    const minor = m[1];
+    const status = Number(m[2]);
+    const headers = parseFields(lines, 1);
+    if (status < 200) {
+      // 101 would switch protocols on a connection this client never asked to upgrade.
+      if (status === 101) throw new H1ParseError('HPE_INVALID_STATUS', 'unexpected 101 Switching Protocols');
+      return r.next; // interim response: the final one follows
+    }
+    const te = headers['transfer-encoding'];
+    const cl = headers['content-length'];
+    const connection = lower(headers['connection']);
+    let keepAlive = minor === '1' ? !hasToken(connection, 'close') : hasToken(connection, 'keep-alive');
+    let length = -1;
+    if (cl !== undefined) length = contentLength(cl);
+    let chunked = false;
+    if (te !== undefined) {
+      const codings = lower(te)!.split(',').map((s) => s.trim()).filter(Boolean);
+      chunked = codings[codings.length - 1] === 'chunked';
+      if (codings.slice(0, -1).includes('chunked')) throw new H1ParseError('HPE_INVALID_TRANSFER_ENCODING', 'chunked applied more than once');
+      // Transfer-Encoding overrides Content-Length, and such a message must not leave the connection reusable.
+      if (length >= 0) keepAlive = false;
+      length = -1;
+      if (minor === '0') throw new H1ParseError('HPE_INVALID_TRANSFER_ENCODING', 'Transfer-Encoding in an HTTP/1.0 response');
+    }
+    let hint: number | undefined;
+    const ka = lower(headers['keep-alive']);
+    if (ka) {
+      const t = /(?:^|[,;\s])timeout\s*=\s*(\d+)/.exec(ka);
+      if (t) hint = Number(t[1]) * 1000;
+    }
+    const bodyless = this.isHead || status === 204 || status === 304;
+    if (bodyless) this.state = State.Done;
+    else if (chunked) this.state = State.ChunkSize;
+    else if (length >= 0) {
+      this.state = length === 0 ? State.Done : State.Length;
+      this.remaining = length;
+    } else {
+      this.state = State.UntilClose;
+      keepAlive = false;
+    }
+    this.keepAlive = keepAlive;
+    this.events.onHead({ status, statusText: m[3] ?? '', headers, keepAlive, keepAliveHintMs: hint });
+    if (this.state === State.Done) this.events.onComplete(null);
+    return r.next;
+  }
+
+  private readChunkSize(buf: Buffer, from: number): number {
+    const r = this.accumulate(buf, from, CRLF, MAX_CHUNK_LINE, 'a chunk-size line');
+    if (!r) return buf.length;
+    const line = r.block.toString('latin1');
+    const semi = line.indexOf(';');
+    const hex = (semi < 0 ? line : line.slice(0, semi)).replace(/[ \t]+$/, '');
+    if (!/^[0-9A-Fa-f]{1,13}$/.test(hex)) throw new H1ParseError('HPE_INVALID_CHUNK_SIZE', `invalid chunk size ${JSON.stringify(line.slice(0, 40))}`);
+    if (semi >= 0 && BAD_VALUE.test(line.slice(semi))) throw new H1ParseError('HPE_INVALID_CHUNK_SIZE', 'control character in a chunk extension');
+    const size = parseInt(hex, 16);
+    if (size === 0) {
+      this.state = State.Trailers;
+      this.head = Buffer.from(CRLF);
+    } else {
+      this.state = State.ChunkData;
+      this.remaining = size;
+    }
+    return r.next;
+  }
+
+  private readTrailers(buf: Buffer, from: number): number {
+    // The section is *(field-line CRLF) CRLF; seeded with the CRLF that ended the
+    // last-chunk line, it always ends at the first CRLFCRLF, with or without fields.
+    const r = this.accumulate(buf, from, CRLF2, this.opts.maxHeaderSize, 'the trailer section');
+    if (!r) return buf.length;
+    const text = r.block.toString('latin1').slice(2);
+    this.state = State.Done;
+    this.events.onComplete(text ? parseFields(text.split('\r\n'), 0) : null);
+    return r.next;
+  }
+}
+
+function parseFields(lines: string[], from: number): Record<string, string | string[]> {
+  const headers: Record<string, string | string[]> = {};
+  for (let i = from; i < lines.length; i++) {
+    const line = lines[i];
+    const c0 = line.charCodeAt(0);
+    if (c0 === 32 || c0 === 9) throw new H1ParseError('HPE_INVALID_HEADER_TOKEN', 'obsolete line folding in a header');
+    const colon = line.indexOf(':');
+    if (colon <= 0) throw new H1ParseError('HPE_INVALID_HEADER_TOKEN', `malformed header line ${JSON.stringify(line.slice(0, 60))}`);
+    const name = line.slice(0, colon);
+    if (!TOKEN.test(name)) throw new H1ParseError('HPE_INVALID_HEADER_TOKEN', `invalid header name ${JSON.stringify(name.slice(0, 60))}`);
+    const value = line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, '');
+    if (BAD_VALUE.test(value)) throw new H1ParseError('HPE_INVALID_HEADER_TOKEN', `control character in header ${name}`);
+    const key = name.toLowerCase();
+    const had = headers[key];
+    if (had === undefined) headers[key] = value;
+    else if (Array.isArray(had)) had.push(value);
+    else headers[key] = [had, value];
+  }
+  return headers;
+}
+
+function lower(v: string | string[] | undefined): string | undefined {
+  if (v === undefined) return undefined;
+  return (Array.isArray(v) ? v.join(',') : v).toLowerCase();
+}
+
+function hasToken(list: string | undefined, token: string): boolean {
+  if (!list) return false;
+  for (const t of list.split(',')) if (t.trim() === token) return true;
+  return false;
+}
+
+/** Every Content-Length value (repeated or comma-listed) must be the same decimal number. */
+function contentLength(v: string | string[]): number {
+  const parts = (Array.isArray(v) ? v : [v]).flatMap((x) => x.split(',')).map((s) => s.trim());
+  const first = parts[0];
+  if (!/^\d{1,15}$/.test(first) || parts.some((p) => p !== first)) {
+    throw new H1ParseError('HPE_UNEXPECTED_CONTENT_LENGTH', `invalid or conflicting Content-Length ${JSON.stringify(parts.join(', ').slice(0, 60))}`);
+  }
+  return Number(first);
+}
