@@ -327,6 +327,13 @@ async function startUpstream(): Promise<number[]> {
   return ports;
 }
 
+/** bench/floor-proxy.mjs: the smallest relay on the proxy's stack (see that file). */
+async function startFloor(mode: 'undici' | 'raw', upstreamPort: number): Promise<{ port: number; pid: number }> {
+  const { child, logFile } = nodeChild('floor-proxy.mjs', [mode, String(upstreamPort)], {}, `floor-${mode}.log`);
+  const { port } = await ready<{ port: number }>(child, `floor proxy (${mode})`, logFile);
+  return { port, pid: child.pid! };
+}
+
 async function startNginx(ports: number[]): Promise<{ port: number; pid: number }> {
   const dir = join(TMP, 'nginx');
   mkdirSync(dir);
@@ -441,7 +448,7 @@ interface ProxyChild {
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
 let proxyRuns = 0;
-async function startProxy(server: 'uws' | 'node', level: string, dbEnv: Record<string, string>, workers = 1): Promise<ProxyChild> {
+async function startProxy(server: 'uws' | 'node', level: string, dbEnv: Record<string, string>, workers = 1, client: 'h1' | 'undici' = 'h1'): Promise<ProxyChild> {
   const port = await freePort();
   const { child, logFile } = nodeChild('proxy-node.mjs', [], {
     UTILMETA_PROXY_SERVER: server,
@@ -450,6 +457,7 @@ async function startProxy(server: 'uws' | 'node', level: string, dbEnv: Record<s
     UTILMETA_PROXY_LOG_LEVEL: level,
     UTILMETA_PROXY_DB_POOL_SIZE: '4', // several nodes run at once; the hot path never queries
     UTILMETA_PROXY_WORKERS: String(workers),
+    UTILMETA_PROXY_UPSTREAM_CLIENT: client,
     // The benchmark measures the request path; active health probes (which would call every
     // registered instance) stay off.
     UTILMETA_PROXY_HEALTH_PROBE_INTERVAL: '0',
@@ -566,8 +574,8 @@ const memory: Array<{ config: string; rss: number; hwm: number }> = [];
  * HTTP API (one instance per given upstream port) and a connected supervisor row for
  * NODE_ID. With `bulk`, 999 more services × 3 instances are written in bulk.
  */
-async function benchProxy(dbs: Databases, server: 'uws' | 'node', level: string, ports: number[], publicKey: string, bulk = false, workers = 1): Promise<ProxyChild> {
-  const p = await startProxy(server, level, dbs.env(`${server}_${level}${bulk ? '_reg' : ''}${workers > 1 ? `_w${workers}` : ''}`), workers);
+async function benchProxy(dbs: Databases, server: 'uws' | 'node', level: string, ports: number[], publicKey: string, bulk = false, workers = 1, client: 'h1' | 'undici' = 'h1'): Promise<ProxyChild> {
+  const p = await startProxy(server, level, dbs.env(`${server}_${level}${bulk ? '_reg' : ''}${workers > 1 ? `_w${workers}` : ''}${client === 'undici' ? '_undici' : ''}`), workers, client);
   for (const port of ports) await registerInstance(p, SERVICE, port);
   // Every column as Supervisor.objects.create would write it (ops schema 2.9).
   await p.sql('ops', `
@@ -634,6 +642,12 @@ async function main(): Promise<void> {
       add({ config: 'nginx', url: `http://127.0.0.1:${nginx.port}${path}`, headers: { ...DISCOVERY }, pid: nginx.pid }, sc);
     }
   }
+  // The floor: what a 40-line relay on the same runtime costs (no chain at all).
+  for (const mode of ['undici', 'raw'] as const) {
+    const f = await startFloor(mode, ports[0]);
+    const config = mode === 'undici' ? 'floor: uWS + undici relay' : 'floor: uWS + bare HTTP/1.1 client';
+    add({ config, url: `http://127.0.0.1:${f.port}/api/bench`, headers: { ...DISCOVERY }, pid: f.pid }, SMALL32, SMALL256);
+  }
   console.log('setting up proxy nodes…');
   for (const [server, name] of [['uws', 'proxy (uws)'], ['node', 'proxy (node:http)']] as const) {
     const p = await benchProxy(dbs, server, 'warn', ports.slice(0, 1), keys.publicKey);
@@ -648,6 +662,11 @@ async function main(): Promise<void> {
     const { Authorization: _, ...noAuth } = ops.headers;
     add(ops, SMALL32);
     add({ ...ops, config: `${name}, operations + new JWT per request`, headers: noAuth, tokens: tokensFile }, SMALL32);
+
+    // The same node with undici carrying every upstream request (UTILMETA_PROXY_UPSTREAM_CLIENT=undici).
+    const und = await benchProxy(dbs, server, 'warn', ports.slice(0, 1), keys.publicKey, false, 1, 'undici');
+    proxies.push({ name: `${name}, undici client`, p: und });
+    add(discovery(und, `${name}, undici client`), SMALL32);
 
     // One JSON log line per request (LOG_LEVEL=info, to a file), the production logger.
     const info = await benchProxy(dbs, server, 'info', ports.slice(0, 1), keys.publicKey);

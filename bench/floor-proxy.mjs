@@ -1,0 +1,92 @@
+// The floor under the proxy: the smallest relay that can be built on the same stack,
+// measured in the same run so the closing numbers can say how much of the proxy's
+// cost is the runtime's rather than the request chain's. Not a product: no routing,
+// no auth, no header hygiene, no error handling beyond answering 502.
+//
+//   node bench/floor-proxy.mjs undici <upstream port>  uWS listener + undici Pool.dispatch relay
+//   node bench/floor-proxy.mjs raw <upstream port>     uWS listener + a bare keep-alive HTTP/1.1
+//                                                      client (content-length responses only)
+import { createRequire } from 'node:module';
+import net from 'node:net';
+import v8 from 'node:v8';
+import { Pool } from 'undici';
+
+v8.setFlagsFromString('--no-allocation-site-pretenuring'); // as the product's launcher does
+const require = createRequire(import.meta.url);
+const uws = require('uWebSockets.js');
+const [mode, upstreamPort] = [process.argv[2], Number(process.argv[3])];
+const ORIGIN = `http://127.0.0.1:${upstreamPort}`;
+
+/** @type {(path: string, res: any) => void} */
+let relay;
+if (mode === 'undici') {
+  const pool = new Pool(ORIGIN, { connections: 64, pipelining: 1, keepAliveTimeout: 4000 });
+  relay = (path, res) => {
+    let aborted = false;
+    res.onAborted(() => (aborted = true));
+    pool.dispatch({ path, method: 'GET', headers: ['host', `127.0.0.1:${upstreamPort}`] }, {
+      onRequestStart() {},
+      onResponseStart(_c, status, headers) {
+        this.status = status;
+        this.type = headers['content-type'];
+        this.chunks = [];
+      },
+      onResponseData(_c, chunk) {
+        this.chunks.push(chunk);
+      },
+      onResponseEnd() {
+        if (aborted) return;
+        res.cork(() => {
+          res.writeStatus(`${this.status}`);
+          if (this.type) res.writeHeader('content-type', this.type);
+          res.end(Buffer.concat(this.chunks));
+        });
+      },
+      onResponseError() {
+        if (!aborted) res.cork(() => res.writeStatus('502').end('bad gateway'));
+      },
+    });
+  };
+} else if (mode === 'raw') {
+  /** @type {net.Socket[]} */
+  const idle = [];
+  relay = (path, res) => {
+    let aborted = false;
+    res.onAborted(() => (aborted = true));
+    const sock = idle.pop() ?? connect();
+    sock.waiter = (status, type, body) => {
+      idle.push(sock);
+      if (!aborted) res.cork(() => { res.writeStatus(`${status}`); if (type) res.writeHeader('content-type', type); res.end(body); });
+    };
+    sock.write(`GET ${path} HTTP/1.1\r\nhost: 127.0.0.1:${upstreamPort}\r\n\r\n`);
+  };
+  function connect() {
+    const sock = net.connect(upstreamPort, '127.0.0.1');
+    sock.setNoDelay(true);
+    let buf = Buffer.alloc(0);
+    sock.on('data', (d) => {
+      buf = buf.length ? Buffer.concat([buf, d]) : d;
+      const end = buf.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      const head = buf.toString('latin1', 0, end);
+      const len = Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1] ?? 0);
+      if (buf.length < end + 4 + len) return;
+      const type = /\r\ncontent-type: *([^\r]*)/i.exec(head)?.[1];
+      const body = buf.subarray(end + 4, end + 4 + len);
+      buf = buf.subarray(end + 4 + len);
+      const w = sock.waiter;
+      sock.waiter = null;
+      w?.(Number(head.slice(9, 12)), type, body);
+    });
+    return sock;
+  }
+} else {
+  throw new Error('mode: undici | raw');
+}
+
+const app = uws.App();
+app.any('/*', (res, req) => relay(req.getUrl() + (req.getQuery() ? `?${req.getQuery()}` : ''), res));
+app.listen('127.0.0.1', 0, (sock) => {
+  process.send?.({ type: 'ready', port: uws.us_socket_local_port(sock) });
+});
+process.on('disconnect', () => process.exit(0));
