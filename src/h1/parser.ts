@@ -50,6 +50,13 @@ const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const BAD_VALUE = /[\x00-\x08\x0a-\x1f\x7f]/;
 const STATUS_LINE = /^HTTP\/1\.([01]) ([1-9]\d\d)(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?$/;
 const MAX_CHUNK_LINE = 4096;
+const DIGITS = /^\d{1,15}$/;
+/**
+ * Header names already checked, by their spelling on the wire → lower-case. Upstreams
+ * send the same few dozen names over and over; the cache is bounded against one that
+ * does not.
+ */
+const NAMES = new Map<string, string>();
 
 export interface ParserOptions {
   /** Largest response head (status line + headers), and separately the trailer section. */
@@ -265,16 +272,29 @@ function parseFields(lines: string[], from: number): Record<string, string | str
     const colon = line.indexOf(':');
     if (colon <= 0) throw new H1ParseError('HPE_INVALID_HEADER_TOKEN', `malformed header line ${JSON.stringify(line.slice(0, 60))}`);
     const name = line.slice(0, colon);
-    if (!TOKEN.test(name)) throw new H1ParseError('HPE_INVALID_HEADER_TOKEN', `invalid header name ${JSON.stringify(name.slice(0, 60))}`);
-    const value = line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, '');
+    let key = NAMES.get(name);
+    if (key === undefined) {
+      if (!TOKEN.test(name)) throw new H1ParseError('HPE_INVALID_HEADER_TOKEN', `invalid header name ${JSON.stringify(name.slice(0, 60))}`);
+      key = name.toLowerCase();
+      if (NAMES.size < 1024) NAMES.set(name, key);
+    }
+    const value = trimOws(line, colon + 1);
     if (BAD_VALUE.test(value)) throw new H1ParseError('HPE_INVALID_HEADER_TOKEN', `control character in header ${name}`);
-    const key = name.toLowerCase();
     const had = headers[key];
     if (had === undefined) headers[key] = value;
     else if (Array.isArray(had)) had.push(value);
     else headers[key] = [had, value];
   }
   return headers;
+}
+
+/** The field value after `from`, without leading and trailing spaces and tabs. */
+function trimOws(line: string, from: number): string {
+  let a = from;
+  let b = line.length;
+  while (a < b && (line.charCodeAt(a) === 32 || line.charCodeAt(a) === 9)) a++;
+  while (b > a && (line.charCodeAt(b - 1) === 32 || line.charCodeAt(b - 1) === 9)) b--;
+  return line.slice(a, b);
 }
 
 function lower(v: string | string[] | undefined): string | undefined {
@@ -290,6 +310,7 @@ function hasToken(list: string | undefined, token: string): boolean {
 
 /** Every Content-Length value (repeated or comma-listed) must be the same decimal number. */
 function contentLength(v: string | string[]): number {
+  if (typeof v === 'string' && DIGITS.test(v)) return Number(v);
   const parts = (Array.isArray(v) ? v : [v]).flatMap((x) => x.split(',')).map((s) => s.trim());
   const first = parts[0];
   if (!/^\d{1,15}$/.test(first) || parts.some((p) => p !== first)) {
