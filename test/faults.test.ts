@@ -30,6 +30,6 @@ for (const server of LISTENERS) {
     it('shutdown with 100 slow requests in flight: zero dropped', async () => check(await shutdownInFlight(server, 100)));
     // 30 s in a test process that has run many nodes: RSS between two samples is
     // noisy, so only a gross leak (+50%) fails here; npm run faults -- --soak 600 judges flatness.
-    it('a 30 s soak at half capacity: no failures, no gross memory growth', async () => check(await soak(server, 30, 10, 0.5)));
+    it('a 30 s soak at half capacity: no failures, RSS within 25% of the first sample after warm-up', async () => check(await soak(server, 30, 10, 0.25)));
   });
 }
