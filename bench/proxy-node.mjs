@@ -1,19 +1,21 @@
 // One real proxy node in a child process of bench/run.ts, configured from the
 // UTILMETA_PROXY_* environment exactly like the CLI. Plain JavaScript over the compiled
 // dist/ (run.ts builds it first) and started without a TypeScript loader, so the
-// benchmark measures the process production runs (a loader adds a thread and its heap). run.ts drives it over IPC:
-// SQL against its own database clients (so setup works the same on PostgreSQL and
+// benchmark measures the process production runs (a loader adds a thread and its heap).
+// run.ts drives it over IPC: SQL against its own database clients (so setup works the same on PostgreSQL and
 // on the embedded PGlite, which only this process can open), registry reloads
 // and GC for the memory numbers.
 import v8 from 'node:v8';
-import { parseConfig } from '../dist/config/index.js';
 
 // As the launcher (bin/utilmeta-proxy.js) does, so the benchmark measures what production runs.
 if (!process.env.BENCH_PRETENURING) v8.setFlagsFromString('--no-allocation-site-pretenuring');
-import { createLogger } from '../dist/observability/log.js';
-import { startNode } from '../dist/runtime/index.js';
-import { startWorkers } from '../dist/runtime/workers.js';
-import { openDatabase } from '../dist/db/index.js';
+// BENCH_DIST: another build's dist/ (an earlier commit's), for an A/B in the same run.
+const DIST = process.env.BENCH_DIST ? new URL(`file://${process.env.BENCH_DIST.replace(/\/?$/, '/')}`) : new URL('../dist/', import.meta.url);
+const { parseConfig } = await import(new URL('config/index.js', DIST).href);
+const { createLogger } = await import(new URL('observability/log.js', DIST).href);
+const { startNode } = await import(new URL('runtime/index.js', DIST).href);
+const { startWorkers } = await import(new URL('runtime/workers.js', DIST).href);
+const { openDatabase } = await import(new URL('db/index.js', DIST).href);
 
 const config = parseConfig(process.env);
 // pretty: false even on a terminal, so `info` measures the production JSON logger.

@@ -28,6 +28,9 @@ const { values: args } = parseArgs({
     hold: { type: 'boolean' },
     // Extra node flags for the proxy processes (e.g. to compare V8 settings), space-separated.
     'node-flags': { type: 'string' },
+    // Another build's dist/ directory (e.g. an earlier commit's, built with `npm run build` in a
+    // worktree), measured beside this one as "proxy (uws), <dir's parent name>"; repeatable.
+    compare: { type: 'string', multiple: true },
   },
 });
 const args_nodeFlags = args['node-flags'];
@@ -448,7 +451,7 @@ interface ProxyChild {
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
 let proxyRuns = 0;
-async function startProxy(server: 'uws' | 'node', level: string, dbEnv: Record<string, string>, workers = 1, client: 'h1' | 'undici' = 'h1'): Promise<ProxyChild> {
+async function startProxy(server: 'uws' | 'node', level: string, dbEnv: Record<string, string>, workers = 1, client: 'h1' | 'undici' = 'h1', dist?: string): Promise<ProxyChild> {
   const port = await freePort();
   const { child, logFile } = nodeChild('proxy-node.mjs', [], {
     UTILMETA_PROXY_SERVER: server,
@@ -458,6 +461,7 @@ async function startProxy(server: 'uws' | 'node', level: string, dbEnv: Record<s
     UTILMETA_PROXY_DB_POOL_SIZE: '4', // several nodes run at once; the hot path never queries
     UTILMETA_PROXY_WORKERS: String(workers),
     UTILMETA_PROXY_UPSTREAM_CLIENT: client,
+    ...(dist ? { BENCH_DIST: dist } : {}),
     // The benchmark measures the request path; active health probes (which would call every
     // registered instance) stay off.
     UTILMETA_PROXY_HEALTH_PROBE_INTERVAL: '0',
@@ -574,8 +578,9 @@ const memory: Array<{ config: string; rss: number; hwm: number }> = [];
  * HTTP API (one instance per given upstream port) and a connected supervisor row for
  * NODE_ID. With `bulk`, 999 more services × 3 instances are written in bulk.
  */
-async function benchProxy(dbs: Databases, server: 'uws' | 'node', level: string, ports: number[], publicKey: string, bulk = false, workers = 1, client: 'h1' | 'undici' = 'h1'): Promise<ProxyChild> {
-  const p = await startProxy(server, level, dbs.env(`${server}_${level}${bulk ? '_reg' : ''}${workers > 1 ? `_w${workers}` : ''}${client === 'undici' ? '_undici' : ''}`), workers, client);
+async function benchProxy(dbs: Databases, server: 'uws' | 'node', level: string, ports: number[], publicKey: string, bulk = false, workers = 1, client: 'h1' | 'undici' = 'h1', dist?: { dir: string; tag: string }): Promise<ProxyChild> {
+  const name = `${server}_${level}${bulk ? '_reg' : ''}${workers > 1 ? `_w${workers}` : ''}${client === 'undici' ? '_undici' : ''}${dist ? `_${dist.tag}` : ''}`;
+  const p = await startProxy(server, level, dbs.env(name), workers, client, dist?.dir);
   for (const port of ports) await registerInstance(p, SERVICE, port);
   // Every column as Supervisor.objects.create would write it (ops schema 2.9).
   await p.sql('ops', `
@@ -649,6 +654,12 @@ async function main(): Promise<void> {
     add({ config, url: `http://127.0.0.1:${f.port}/api/bench`, headers: { ...DISCOVERY }, pid: f.pid }, SMALL32, SMALL256);
   }
   console.log('setting up proxy nodes…');
+  for (const [i, dir] of (args.compare ?? []).entries()) {
+    const label = `proxy (uws), ${dir.replace(/\/dist\/?$/, '').split('/').pop()}`;
+    const p = await benchProxy(dbs, 'uws', 'warn', ports.slice(0, 1), keys.publicKey, false, 1, 'h1', { dir, tag: `cmp${i}` });
+    proxies.push({ name: label, p });
+    add(discovery(p, label), SMALL32, SMALL256);
+  }
   for (const [server, name] of [['uws', 'proxy (uws)'], ['node', 'proxy (node:http)']] as const) {
     const p = await benchProxy(dbs, server, 'warn', ports.slice(0, 1), keys.publicKey);
     proxies.push({ name: `${name}, 1 instance`, p });
