@@ -37,12 +37,18 @@ export function isListenerOwnedHeader(name: string): boolean {
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const BAD_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
 
+const VALID_NAMES = new Set<string>();
+
 /**
  * node:http rejects invalid header names/values (response splitting); uWS would
  * write them verbatim, so the uWS adapter checks them the same way.
  */
 export function assertValidHeader(name: string, value: string): void {
-  if (!TOKEN.test(name)) throw new TypeError(`invalid response header name ${JSON.stringify(name)}`);
+  if (!VALID_NAMES.has(name)) {
+    if (!TOKEN.test(name)) throw new TypeError(`invalid response header name ${JSON.stringify(name)}`);
+    // Responses repeat the same few dozen names: each is checked once (bounded, in case one does not).
+    if (VALID_NAMES.size < 1024) VALID_NAMES.add(name);
+  }
   if (BAD_VALUE.test(value)) throw new TypeError(`invalid character in response header ${JSON.stringify(name)}`);
 }
 
