@@ -337,6 +337,39 @@ describe('h1 client: connections, timeouts, control', () => {
     assert.equal(e.unreached, true);
   });
 
+  test('a custom connector opens the connections; its errors reach the handler as they are', async () => {
+    const s = await server(() => ({ pieces: [ok('via connector')] }));
+    const targets: string[] = [];
+    const a = agent({
+      connect: (t, cb) => {
+        targets.push(t.origin);
+        if (t.port !== s.port) return process.nextTick(cb, Object.assign(new Error('held'), { code: 'UTM_TEST_HELD' }), null);
+        const sock = net.connect(t.port, t.host);
+        sock.once('connect', () => cb(null, sock));
+      },
+    });
+    assert.equal((await collect(a, { port: s.port })).body.toString(), 'via connector');
+    const held = await collect(a, { port: 1 });
+    assert.equal(held.error?.code, 'UTM_TEST_HELD');
+    assert.deepEqual(targets, [`http://127.0.0.1:${s.port}`, 'http://127.0.0.1:1']);
+  });
+
+  test('abort while connecting: the late socket is closed, nothing is sent', async () => {
+    const s = await server(() => ({ pieces: [ok('x')] }));
+    let late: net.Socket | null = null;
+    const a = agent({
+      connect: (t, cb) => setTimeout(() => {
+        late = net.connect(t.port, t.host);
+        late.once('connect', () => cb(null, late));
+      }, 30),
+    });
+    const r = await collect(a, { port: s.port }, { onStart: (c) => setTimeout(() => c.abort(new Error('gone')), 5) });
+    assert.equal(r.error?.message, 'gone');
+    await new Promise((res) => setTimeout(res, 80));
+    assert.equal((late as unknown as net.Socket).destroyed, true);
+    assert.equal(s.requests.length, 0);
+  });
+
   test('a server that never answers: the silence limit ends the exchange', async () => {
     const s = await server(() => null);
     const r = await collect(agent(), { port: s.port, timeoutMs: 150 });

@@ -42,6 +42,16 @@ export interface H1Request {
   timeoutMs: number;
 }
 
+/** Where a connection goes: the address, the port and the origin (`http://host:port`). */
+export interface H1ConnectTarget {
+  host: string;
+  port: number;
+  origin: string;
+}
+
+/** Opens a connected socket (or fails, with a Node or undici error code); undici's connector signature in spirit. */
+export type H1Connector = (target: H1ConnectTarget, cb: (err: Error | null, socket: net.Socket | null) => void) => void;
+
 export interface H1Options {
   /** Most connections per origin; requests beyond wait for one. */
   connections: number;
@@ -50,6 +60,30 @@ export interface H1Options {
   connectTimeoutMs: number;
   /** Largest response head and trailer section, bytes. */
   maxHeaderSize?: number;
+  /** Opens connections (default: net.connect with TCP_NODELAY and the connect timeout). */
+  connect?: H1Connector;
+}
+
+/** The default connector: a plain TCP connect bounded by the connect timeout. */
+export function tcpConnector(timeoutMs: number): H1Connector {
+  return (t, cb) => {
+    const socket = net.connect({ host: t.host, port: t.port, noDelay: true });
+    const timer = setTimeout(() => {
+      socket.removeListener('error', onError);
+      socket.destroy();
+      cb(new H1Error('UND_ERR_CONNECT_TIMEOUT', `connect to ${t.origin} timed out`), null);
+    }, timeoutMs);
+    const onError = (err: Error) => {
+      clearTimeout(timer);
+      cb(err, null);
+    };
+    socket.once('error', onError);
+    socket.once('connect', () => {
+      clearTimeout(timer);
+      socket.removeListener('error', onError);
+      cb(null, socket);
+    });
+  };
 }
 
 /** An error with undici's / Node's `code`, so callers classify both clients' failures alike. */
@@ -93,13 +127,13 @@ class H1Exchange implements H1Controller {
   pause(): void {
     if (this.paused) return;
     this.paused = true;
-    this.conn?.socket.pause();
+    this.conn?.socket?.pause();
   }
 
   resume(): void {
     if (!this.paused) return;
     this.paused = false;
-    this.conn?.socket.resume();
+    this.conn?.socket?.resume();
   }
 
   fail(err: Error): void {
@@ -111,7 +145,8 @@ class H1Exchange implements H1Controller {
 
 /** One connection: at most one exchange at a time (no pipelining). */
 class Conn {
-  readonly socket: net.Socket;
+  /** Null until the connector delivers it. */
+  socket: net.Socket | null = null;
   readonly parser: ResponseParser;
   exchange: H1Exchange | null = null;
   connected = false;
@@ -134,20 +169,36 @@ class Conn {
       },
       { maxHeaderSize: pool.opts.maxHeaderSize ?? 16 * 1024 },
     );
-    const socket = net.connect({ host: pool.host, port: pool.port, noDelay: true });
-    this.socket = socket;
-    socket.setTimeout(pool.opts.connectTimeoutMs);
-    socket.once('connect', () => {
-      this.connected = true;
-      socket.setTimeout(0);
+  }
+
+  /** Opens the connection (after the first exchange was assigned, so a failure has someone to tell). */
+  start(): void {
+    const pool = this.pool;
+    pool.connector({ host: pool.host, port: pool.port, origin: pool.origin }, (err, socket) => this.onConnect(err, socket));
+  }
+
+  private onConnect(err: Error | null, socket: net.Socket | null): void {
+    if (this.destroyed) {
+      socket?.destroy(); // the exchange was aborted while connecting
+      return;
+    }
+    if (err || !socket) {
       const x = this.exchange;
-      if (x) this.send(x);
-    });
+      this.exchange = null;
+      if (x) x.conn = null;
+      this.destroy();
+      x?.fail(err ?? new H1Error('UND_ERR_SOCKET', `connect to ${this.pool.origin} failed`));
+      return;
+    }
+    this.socket = socket;
+    this.connected = true;
     socket.on('data', (d: Buffer) => this.onData(d));
     socket.on('end', () => this.onEnd());
-    socket.on('error', (err) => this.onClosed(err));
+    socket.on('error', (e) => this.onClosed(e));
     socket.on('close', () => this.onClosed(null));
     socket.on('timeout', () => this.onTimeout());
+    const x = this.exchange;
+    if (x) this.send(x);
   }
 
   /** Starts an exchange on this connection (connected or not yet). */
@@ -176,7 +227,7 @@ class Conn {
     }
     if (r.body) head += `content-length: ${r.body.length}\r\n\r\n`;
     else head += EXPECTS_BODY.has(r.method) ? 'content-length: 0\r\n\r\n' : '\r\n';
-    const socket = this.socket;
+    const socket = this.socket!;
     socket.setTimeout(r.timeoutMs);
     if (r.body && r.body.length > 0) {
       socket.cork();
@@ -234,14 +285,14 @@ class Conn {
     this.exchange = null;
     if (x) {
       x.conn = null;
-      if (x.paused) this.socket.resume();
+      if (x.paused) this.socket?.resume();
     }
     if (!reusable || this.destroyed) {
       this.destroy();
       return;
     }
     this.reused = true;
-    this.socket.setTimeout(this.idleMs);
+    this.socket!.setTimeout(this.idleMs);
     this.pool.idle(this);
   }
 
@@ -265,9 +316,7 @@ class Conn {
       this.destroy(); // idle long enough
       return;
     }
-    const err = !this.connected
-      ? new H1Error('UND_ERR_CONNECT_TIMEOUT', `connect to ${this.pool.hostHeader} timed out`)
-      : x.responded
+    const err = x.responded
         ? new H1Error('UND_ERR_BODY_TIMEOUT', 'response body timed out')
         : new H1Error('UND_ERR_HEADERS_TIMEOUT', 'response head timed out');
     this.destroy();
@@ -297,7 +346,7 @@ class Conn {
   destroy(): void {
     if (this.destroyed) return;
     this.destroyed = true;
-    this.socket.destroy();
+    this.socket?.destroy();
     this.pool.gone(this);
   }
 }
@@ -308,7 +357,13 @@ class OriginPool {
   private count = 0;
   private closing: (() => void) | null = null;
 
-  constructor(readonly host: string, readonly port: number, readonly hostHeader: string, readonly opts: H1Options, private readonly onEmpty: () => void) {}
+  readonly origin: string;
+  readonly connector: H1Connector;
+
+  constructor(readonly host: string, readonly port: number, readonly hostHeader: string, readonly opts: H1Options, private readonly onEmpty: () => void) {
+    this.origin = `http://${hostHeader}`;
+    this.connector = opts.connect ?? tcpConnector(opts.connectTimeoutMs);
+  }
 
   get size(): number {
     return this.count;
@@ -333,7 +388,9 @@ class OriginPool {
 
   private open(x: H1Exchange): void {
     this.count++;
-    new Conn(this).assign(x);
+    const conn = new Conn(this);
+    conn.assign(x);
+    conn.start();
   }
 
   dequeue(x: H1Exchange): void {
