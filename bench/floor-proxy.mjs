@@ -6,6 +6,7 @@
 //   node bench/floor-proxy.mjs undici <upstream port>  uWS listener + undici Pool.dispatch relay
 //   node bench/floor-proxy.mjs raw <upstream port>     uWS listener + a bare keep-alive HTTP/1.1
 //                                                      client (content-length responses only)
+//   node bench/floor-proxy.mjs h1 <upstream port>      uWS listener + the product's h1 client (dist/)
 import { createRequire } from 'node:module';
 import net from 'node:net';
 import v8 from 'node:v8';
@@ -19,16 +20,20 @@ const ORIGIN = `http://127.0.0.1:${upstreamPort}`;
 
 /** @type {(path: string, res: any) => void} */
 let relay;
-if (mode === 'undici') {
-  const pool = new Pool(ORIGIN, { connections: 64, pipelining: 1, keepAliveTimeout: 4000 });
+if (mode === 'undici' || mode === 'h1') {
+  const pool = mode === 'undici'
+    ? new Pool(ORIGIN, { connections: 64, pipelining: 1, keepAliveTimeout: 4000 })
+    : await h1Pool();
   relay = (path, res) => {
     let aborted = false;
     res.onAborted(() => (aborted = true));
-    pool.dispatch({ path, method: 'GET', headers: ['host', `127.0.0.1:${upstreamPort}`] }, {
+    pool.dispatch({ path, method: 'GET', headers: mode === 'undici' ? ['host', `127.0.0.1:${upstreamPort}`] : [] }, {
       onRequestStart() {},
       onResponseStart(_c, status, headers) {
         this.status = status;
-        this.type = headers['content-type'];
+        if (Array.isArray(headers)) {
+          for (let i = 0; i < headers.length; i += 2) if (headers[i] === 'content-type') this.type = headers[i + 1];
+        } else this.type = headers['content-type'];
         this.chunks = [];
       },
       onResponseData(_c, chunk) {
@@ -48,6 +53,7 @@ if (mode === 'undici') {
     });
   };
 } else if (mode === 'raw') {
+
   /** @type {net.Socket[]} */
   const idle = [];
   relay = (path, res) => {
@@ -81,7 +87,15 @@ if (mode === 'undici') {
     return sock;
   }
 } else {
-  throw new Error('mode: undici | raw');
+  throw new Error('mode: undici | h1 | raw');
+}
+
+/** The product's h1 client behind the same dispatch call as undici's Pool. */
+async function h1Pool() {
+  const { H1Agent } = await import('../dist/h1/index.js');
+  const agent = new H1Agent({ connections: 64, keepAliveMs: 4000, connectTimeoutMs: 2000 });
+  const target = { host: '127.0.0.1', port: upstreamPort, hostHeader: `127.0.0.1:${upstreamPort}` };
+  return { dispatch: (o, h) => agent.dispatch({ ...target, method: o.method, path: o.path, headers: o.headers, body: null, timeoutMs: 15000 }, h) };
 }
 
 const app = uws.App();
@@ -90,3 +104,4 @@ app.listen('127.0.0.1', 0, (sock) => {
   process.send?.({ type: 'ready', port: uws.us_socket_local_port(sock) });
 });
 process.on('disconnect', () => process.exit(0));
+process.on('SIGTERM', () => process.exit(0)); // exit normally (a --cpu-prof is written then)

@@ -331,7 +331,7 @@ async function startUpstream(): Promise<number[]> {
 }
 
 /** bench/floor-proxy.mjs: the smallest relay on the proxy's stack (see that file). */
-async function startFloor(mode: 'undici' | 'raw', upstreamPort: number): Promise<{ port: number; pid: number }> {
+async function startFloor(mode: 'undici' | 'h1' | 'raw', upstreamPort: number): Promise<{ port: number; pid: number }> {
   const { child, logFile } = nodeChild('floor-proxy.mjs', [mode, String(upstreamPort)], {}, `floor-${mode}.log`);
   const { port } = await ready<{ port: number }>(child, `floor proxy (${mode})`, logFile);
   return { port, pid: child.pid! };
@@ -648,9 +648,9 @@ async function main(): Promise<void> {
     }
   }
   // The floor: what a 40-line relay on the same runtime costs (no chain at all).
-  for (const mode of ['undici', 'raw'] as const) {
+  for (const mode of ['undici', 'h1', 'raw'] as const) {
     const f = await startFloor(mode, ports[0]);
-    const config = mode === 'undici' ? 'floor: uWS + undici relay' : 'floor: uWS + bare HTTP/1.1 client';
+    const config = mode === 'undici' ? 'floor: uWS + undici relay' : mode === 'h1' ? 'floor: uWS + h1 client relay' : 'floor: uWS + bare HTTP/1.1 client';
     add({ config, url: `http://127.0.0.1:${f.port}/api/bench`, headers: { ...DISCOVERY }, pid: f.pid }, SMALL32, SMALL256);
   }
   console.log('setting up proxy nodes…');

@@ -27,9 +27,15 @@ function collect(agent: H1Agent, req: Partial<H1Request> & { port: number }, hoo
         r.events.push('start');
         hooks.onStart?.(c);
       },
-      onResponseStart(_c, status, headers) {
+      onResponseStart(_c, status, flat) {
         r.events.push('head');
         r.status = status;
+        // Flat pairs in wire order; folded into an object here only for the assertions.
+        const headers: Record<string, string | string[]> = {};
+        for (let i = 0; i < flat.length; i += 2) {
+          const had = headers[flat[i]];
+          headers[flat[i]] = had === undefined ? flat[i + 1] : [...(Array.isArray(had) ? had : [had]), flat[i + 1]];
+        }
         r.headers = headers;
       },
       onResponseData(c, chunk) {

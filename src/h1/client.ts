@@ -18,10 +18,11 @@ export interface H1Controller {
   resume(): void;
 }
 
-/** undici's dispatch-handler callbacks (the v7 names), as this client calls them. */
+/** undici's dispatch-handler callbacks (the v7 names), as this client calls them (headers flat, see below). */
 export interface H1Handler {
   onRequestStart?(controller: H1Controller, context: unknown): void;
-  onResponseStart?(controller: H1Controller, statusCode: number, headers: Record<string, string | string[]>, statusMessage?: string): void;
+  /** `headers`: flat [name, value, ...], lower-case names (undici passes an object here; handlers for both accept either). */
+  onResponseStart?(controller: H1Controller, statusCode: number, headers: string[], statusMessage?: string): void;
   onResponseData?(controller: H1Controller, chunk: Buffer): void;
   onResponseEnd?(controller: H1Controller, trailers: Record<string, string | string[]>): void;
   onResponseError?(controller: H1Controller, err: Error): void;

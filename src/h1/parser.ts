@@ -14,8 +14,12 @@ export class H1ParseError extends Error {
 export interface ResponseHead {
   status: number;
   statusText: string;
-  /** Lower-case names; a repeated header becomes an array, as undici reports it. */
-  headers: Record<string, string | string[]>;
+  /**
+   * Flat [name, value, name, value, ...] in wire order, names lower-cased. Not an
+   * object keyed by name: building one per response with names as keys churned V8's
+   * object shapes enough to show in profiles.
+   */
+  headers: string[];
   /** The server allows the connection to carry another request after this response. */
   keepAlive: boolean;
   /** `Keep-Alive: timeout=N` in ms, when the server sent one. */
@@ -188,21 +192,22 @@ export class ResponseParser {
     if (!m) throw new H1ParseError('HPE_INVALID_STATUS', `invalid status line ${JSON.stringify(lines[0].slice(0, 80))}`);
     const minor = m[1];
     const status = Number(m[2]);
-    const headers = parseFields(lines, 1);
+    const headers: string[] = [];
+    const framing = scanFields(lines, 1, headers);
     if (status < 200) {
       // 101 would switch protocols on a connection this client never asked to upgrade.
       if (status === 101) throw new H1ParseError('HPE_INVALID_STATUS', 'unexpected 101 Switching Protocols');
       return r.next; // interim response: the final one follows
     }
-    const te = headers['transfer-encoding'];
-    const cl = headers['content-length'];
-    const connection = lower(headers['connection']);
+    const te = framing.te;
+    const cl = framing.cl;
+    const connection = framing.connection?.toLowerCase();
     let keepAlive = minor === '1' ? !hasToken(connection, 'close') : hasToken(connection, 'keep-alive');
     let length = -1;
     if (cl !== undefined) length = contentLength(cl);
     let chunked = false;
     if (te !== undefined) {
-      const codings = lower(te)!.split(',').map((s) => s.trim()).filter(Boolean);
+      const codings = te.toLowerCase().split(',').map((s) => s.trim()).filter(Boolean);
       chunked = codings[codings.length - 1] === 'chunked';
       if (codings.slice(0, -1).includes('chunked')) throw new H1ParseError('HPE_INVALID_TRANSFER_ENCODING', 'chunked applied more than once');
       // Transfer-Encoding overrides Content-Length, and such a message must not leave the connection reusable.
@@ -211,7 +216,7 @@ export class ResponseParser {
       if (minor === '0') throw new H1ParseError('HPE_INVALID_TRANSFER_ENCODING', 'Transfer-Encoding in an HTTP/1.0 response');
     }
     let hint: number | undefined;
-    const ka = lower(headers['keep-alive']);
+    const ka = framing.keepAlive?.toLowerCase();
     if (ka) {
       const t = /(?:^|[,;\s])timeout\s*=\s*(\d+)/.exec(ka);
       if (t) hint = Number(t[1]) * 1000;
@@ -263,23 +268,60 @@ export class ResponseParser {
   }
 }
 
+/** The fields that decide framing and reuse, repeated ones joined with ', '. */
+interface Framing {
+  te?: string;
+  cl?: string[];
+  connection?: string;
+  keepAlive?: string;
+}
+
+/** Validates field lines into `out` (flat pairs, lower-case names) and returns the framing fields. */
+function scanFields(lines: string[], from: number, out: string[]): Framing {
+  const f: Framing = {};
+  for (let i = from; i < lines.length; i++) {
+    const [key, value] = parseField(lines[i]);
+    out.push(key, value);
+    switch (key) {
+      case 'content-length':
+        (f.cl ??= []).push(value);
+        break;
+      case 'transfer-encoding':
+        f.te = f.te === undefined ? value : `${f.te}, ${value}`;
+        break;
+      case 'connection':
+        f.connection = f.connection === undefined ? value : `${f.connection}, ${value}`;
+        break;
+      case 'keep-alive':
+        f.keepAlive = f.keepAlive === undefined ? value : `${f.keepAlive}, ${value}`;
+        break;
+    }
+  }
+  return f;
+}
+
+function parseField(line: string): [string, string] {
+  const c0 = line.charCodeAt(0);
+  if (c0 === 32 || c0 === 9) throw new H1ParseError('HPE_INVALID_HEADER_TOKEN', 'obsolete line folding in a header');
+  const colon = line.indexOf(':');
+  if (colon <= 0) throw new H1ParseError('HPE_INVALID_HEADER_TOKEN', `malformed header line ${JSON.stringify(line.slice(0, 60))}`);
+  const name = line.slice(0, colon);
+  let key = NAMES.get(name);
+  if (key === undefined) {
+    if (!TOKEN.test(name)) throw new H1ParseError('HPE_INVALID_HEADER_TOKEN', `invalid header name ${JSON.stringify(name.slice(0, 60))}`);
+    key = name.toLowerCase();
+    if (NAMES.size < 1024) NAMES.set(name, key);
+  }
+  const value = trimOws(line, colon + 1);
+  if (BAD_VALUE.test(value)) throw new H1ParseError('HPE_INVALID_HEADER_TOKEN', `control character in header ${name}`);
+  return [key, value];
+}
+
+/** Trailer fields as undici reports them: an object, repeated names as arrays. */
 function parseFields(lines: string[], from: number): Record<string, string | string[]> {
   const headers: Record<string, string | string[]> = {};
   for (let i = from; i < lines.length; i++) {
-    const line = lines[i];
-    const c0 = line.charCodeAt(0);
-    if (c0 === 32 || c0 === 9) throw new H1ParseError('HPE_INVALID_HEADER_TOKEN', 'obsolete line folding in a header');
-    const colon = line.indexOf(':');
-    if (colon <= 0) throw new H1ParseError('HPE_INVALID_HEADER_TOKEN', `malformed header line ${JSON.stringify(line.slice(0, 60))}`);
-    const name = line.slice(0, colon);
-    let key = NAMES.get(name);
-    if (key === undefined) {
-      if (!TOKEN.test(name)) throw new H1ParseError('HPE_INVALID_HEADER_TOKEN', `invalid header name ${JSON.stringify(name.slice(0, 60))}`);
-      key = name.toLowerCase();
-      if (NAMES.size < 1024) NAMES.set(name, key);
-    }
-    const value = trimOws(line, colon + 1);
-    if (BAD_VALUE.test(value)) throw new H1ParseError('HPE_INVALID_HEADER_TOKEN', `control character in header ${name}`);
+    const [key, value] = parseField(lines[i]);
     const had = headers[key];
     if (had === undefined) headers[key] = value;
     else if (Array.isArray(had)) had.push(value);
@@ -297,11 +339,6 @@ function trimOws(line: string, from: number): string {
   return line.slice(a, b);
 }
 
-function lower(v: string | string[] | undefined): string | undefined {
-  if (v === undefined) return undefined;
-  return (Array.isArray(v) ? v.join(',') : v).toLowerCase();
-}
-
 function hasToken(list: string | undefined, token: string): boolean {
   if (!list) return false;
   for (const t of list.split(',')) if (t.trim() === token) return true;
@@ -309,9 +346,9 @@ function hasToken(list: string | undefined, token: string): boolean {
 }
 
 /** Every Content-Length value (repeated or comma-listed) must be the same decimal number. */
-function contentLength(v: string | string[]): number {
-  if (typeof v === 'string' && DIGITS.test(v)) return Number(v);
-  const parts = (Array.isArray(v) ? v : [v]).flatMap((x) => x.split(',')).map((s) => s.trim());
+function contentLength(v: string[]): number {
+  if (v.length === 1 && DIGITS.test(v[0])) return Number(v[0]);
+  const parts = v.flatMap((x) => x.split(',')).map((s) => s.trim());
   const first = parts[0];
   if (!/^\d{1,15}$/.test(first) || parts.some((p) => p !== first)) {
     throw new H1ParseError('HPE_UNEXPECTED_CONTENT_LENGTH', `invalid or conflicting Content-Length ${JSON.stringify(parts.join(', ').slice(0, 60))}`);

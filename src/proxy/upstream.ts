@@ -105,6 +105,16 @@ export function classify(err: unknown, baseUrl: string, timeoutMs: number): Upst
   return new UpstreamError('other', `upstream ${baseUrl} failed: ${e.message ?? String(err)}`, baseUrl);
 }
 
+/** First value of a response header in either form a client reports. */
+function firstHeader(headers: Record<string, string | string[] | undefined> | string[], name: string): string | undefined {
+  if (Array.isArray(headers)) {
+    for (let i = 0; i < headers.length; i += 2) if (headers[i] === name) return headers[i + 1];
+    return undefined;
+  }
+  const v = headers[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
 interface SplitUrl {
   origin: string;
   prefix: string;
@@ -174,7 +184,8 @@ class Attempt implements Dispatcher.DispatchHandler {
     if (this.settled || this.forwarding.res.aborted) controller.abort(new Error(this.settled ? 'attempt ended' : 'client aborted'));
   }
 
-  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>): void {
+  /** `headers`: undici's object, or the h1 client's flat [name, value, ...] list. */
+  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined> | string[]): void {
     if (statusCode < 200 || this.settled) return; // 1xx: wait for the final head; or timed out already
     if (this.timer) {
       clearTimeout(this.timer);
@@ -183,9 +194,8 @@ class Attempt implements Dispatcher.DispatchHandler {
     this.status = statusCode;
     if (this.retryOnStatus && RETRY_STATUSES.has(statusCode)) {
       // Discard this response and fail over; nothing has reached the client.
-      const ra = headers['retry-after'];
       this.finish({
-        kind: 'retry', status: statusCode, retryAfter: Array.isArray(ra) ? ra[0] : ra,
+        kind: 'retry', status: statusCode, retryAfter: firstHeader(headers, 'retry-after'),
         error: new UpstreamError('other', `upstream ${this.target.baseUrl} answered ${statusCode}`, this.target.baseUrl),
       });
       controller.abort(new Error('failover'));
@@ -193,17 +203,21 @@ class Attempt implements Dispatcher.DispatchHandler {
     }
     const out: HeaderList = [];
     let length: number | undefined;
-    for (const name in headers) {
-      const v = headers[name];
-      if (v === undefined) continue;
+    const keep = (name: string, v: string) => {
       if (name === 'content-length') {
-        const n = Number(Array.isArray(v) ? v[0] : v);
-        if (Number.isSafeInteger(n) && n >= 0) length = n;
-        continue;
+        const n = Number(v);
+        if (length === undefined && Number.isSafeInteger(n) && n >= 0) length = n;
+      } else if (!HOP_BY_HOP.has(name)) out.push([name, v]);
+    };
+    if (Array.isArray(headers)) {
+      for (let i = 0; i < headers.length; i += 2) keep(headers[i], headers[i + 1]);
+    } else {
+      for (const name in headers) {
+        const v = headers[name];
+        if (v === undefined) continue;
+        if (Array.isArray(v)) for (const x of v) keep(name, x);
+        else keep(name, v);
       }
-      if (HOP_BY_HOP.has(name)) continue;
-      if (Array.isArray(v)) for (const x of v) out.push([name, x]);
-      else out.push([name, v]);
     }
     this.forwarding.decorate(statusCode, out, this.target, this.forwarding.retries);
     this.committed = true;
@@ -368,7 +382,7 @@ export class Upstream {
   }
 
   /** @internal one attempt's dispatch */
-  dispatch(req: ForwardRequest, target: Candidate, handler: Dispatcher.DispatchHandler): void {
+  dispatch(req: ForwardRequest, target: Candidate, handler: Attempt): void {
     const { origin, prefix, h1 } = this.splitUrl(target.baseUrl);
     const body = req.body;
     if (h1 && this.h1 && (body === null || Buffer.isBuffer(body))) {
