@@ -24,34 +24,42 @@ if (mode === 'undici' || mode === 'h1') {
   const pool = mode === 'undici'
     ? new Pool(ORIGIN, { connections: 64, pipelining: 1, keepAliveTimeout: 4000 })
     : await h1Pool();
-  relay = (path, res) => {
-    let aborted = false;
-    res.onAborted(() => (aborted = true));
-    pool.dispatch({ path, method: 'GET', headers: mode === 'undici' ? ['host', `127.0.0.1:${upstreamPort}`] : [] }, {
-      onRequestStart() {},
-      onResponseStart(_c, status, headers) {
-        this.status = status;
-        if (Array.isArray(headers)) {
-          for (let i = 0; i < headers.length; i += 2) if (headers[i] === 'content-type') this.type = headers[i + 1];
-        } else this.type = headers['content-type'];
-        this.chunks = [];
-      },
-      onResponseData(_c, chunk) {
-        this.chunks.push(chunk);
-      },
-      onResponseEnd() {
-        if (aborted) return;
-        res.cork(() => {
-          res.writeStatus(`${this.status}`);
-          if (this.type) res.writeHeader('content-type', this.type);
-          res.end(Buffer.concat(this.chunks));
-        });
-      },
-      onResponseError() {
-        if (!aborted) res.cork(() => res.writeStatus('502').end('bad gateway'));
-      },
-    });
-  };
+  const headers = mode === 'undici' ? ['host', `127.0.0.1:${upstreamPort}`] : [];
+  // A class with its fields set up front: adding properties per response would cost
+  // the relay shape transitions a real handler would not pay.
+  class Relay {
+    constructor(res) {
+      this.res = res;
+      this.aborted = false;
+      this.status = 0;
+      this.type = '';
+      this.chunks = [];
+      res.onAborted(() => (this.aborted = true));
+    }
+    onRequestStart() {}
+    onResponseStart(_c, status, h) {
+      this.status = status;
+      if (Array.isArray(h)) {
+        for (let i = 0; i < h.length; i += 2) if (h[i] === 'content-type') this.type = h[i + 1];
+      } else this.type = h['content-type'] ?? '';
+    }
+    onResponseData(_c, chunk) {
+      this.chunks.push(chunk);
+    }
+    onResponseEnd() {
+      if (this.aborted) return;
+      const res = this.res;
+      res.cork(() => {
+        res.writeStatus(`${this.status}`);
+        if (this.type) res.writeHeader('content-type', this.type);
+        res.end(this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks));
+      });
+    }
+    onResponseError() {
+      if (!this.aborted) this.res.cork(() => this.res.writeStatus('502').end('bad gateway'));
+    }
+  }
+  relay = (path, res) => pool.dispatch({ path, method: 'GET', headers }, new Relay(res));
 } else if (mode === 'raw') {
 
   /** @type {net.Socket[]} */
@@ -95,7 +103,7 @@ async function h1Pool() {
   const { H1Agent } = await import('../dist/h1/index.js');
   const agent = new H1Agent({ connections: 64, keepAliveMs: 4000, connectTimeoutMs: 2000 });
   const target = { host: '127.0.0.1', port: upstreamPort, hostHeader: `127.0.0.1:${upstreamPort}` };
-  return { dispatch: (o, h) => agent.dispatch({ ...target, method: o.method, path: o.path, headers: o.headers, body: null, timeoutMs: 15000 }, h) };
+  return { dispatch: (o, h) => agent.dispatch({ host: target.host, port: target.port, hostHeader: target.hostHeader, method: o.method, path: o.path, headers: o.headers, body: null, timeoutMs: 15000 }, h) };
 }
 
 const app = uws.App();
