@@ -637,9 +637,12 @@ describe('platform authority (supervisor / operations)', () => {
     assert.equal(jtiRevoked(s, 'j9'), true);
     assert.equal(decideSupervisor(s, SVC, 'GET', { sub: 'p-alice', jti: 'j9' }).result, 'DENY');
     // Default PLATFORM policy: the platform's own authority.
-    assert.deepEqual(decideSupervisor(s, SVC, 'DELETE', { sub: 'nobody' }), { result: 'ALLOW', userId: null });
+    assert.deepEqual(decideSupervisor(s, SVC, 'DELETE', { sub: 'nobody' }), { result: 'ALLOW', userId: null, testOnly: false });
     s = withRows(s, { services: [{ serviceId: SVC, authMode: 'ENFORCE', apisAuthEnabled: false, supervisorPolicy: 'TEST_PERMISSION' }] });
-    assert.deepEqual(decideSupervisor(s, SVC, 'GET', { sub: 'p-alice' }), { result: 'ALLOW', userId: '1' });
+    assert.deepEqual(decideSupervisor(s, SVC, 'GET', { sub: 'p-alice' }), { result: 'ALLOW', userId: '1', testOnly: false });
+    // TEST alone (gina): allowed for any method, only towards non-production instances.
+    s = withRows(s, { platformSso: [{ userId: 7, ssoUserId: 'p-gina' }] });
+    assert.deepEqual(decideSupervisor(s, SVC, 'DELETE', { sub: 'p-gina' }), { result: 'ALLOW', userId: '7', testOnly: true });
     const d = decideSupervisor(s, SVC, 'POST', { sub: 'p-alice' });
     assert.equal(d.result === 'DENY' && d.state, 'permission_denied');
     assert.equal(d.result === 'DENY' && d.required, 'ADD');
