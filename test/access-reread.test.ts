@@ -5,7 +5,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import type postgres from 'postgres';
+import postgres from 'postgres';
 import { AccessView, AuthzStore, eventPayload, type AccessSnapshot, type CommittedEvent } from '../src/access/index.ts';
 import { insertAccessKey } from '../src/access/credentials.ts';
 import type { AuthzTx, AuthzEventInput } from '../src/access/store.ts';
@@ -13,7 +13,7 @@ import { DomainError } from '../src/core/errors.ts';
 import { LayeredMap } from '../src/access/layered-map.ts';
 import { parseMasterKeys } from '../src/config/master-keys.ts';
 import { migratedAuthzDb, type AuthzDb } from './support/authz.ts';
-import { testLogger } from './support/env.ts';
+import { PG_HOST, PG_PORT, PG_USER, testLogger } from './support/env.ts';
 
 const MASTER = parseMasterKeys(`k1:${randomBytes(32).toString('base64')}`);
 const ACTOR = { type: 'CLI' as const, name: 'property' };
@@ -321,6 +321,48 @@ describe('keyed re-reads equal a full reload', () => {
     const last = Math.max(0, ...batch.map((e) => e.seq));
     await shuffled.settle(last, 10_000);
   }
+
+  it('a keyed read that fails is retried by itself, without another change and without a full reload', async () => {
+    // This view's statements give up after 200 ms; a lock on authz_access_key makes its re-read fail.
+    const vsql = postgres({ host: PG_HOST, port: PG_PORT, user: PG_USER, database: t.dbs.registryName, max: 2, onnotice: () => {}, connection: { statement_timeout: 200 } });
+    const locker = postgres({ host: PG_HOST, port: PG_PORT, user: PG_USER, database: t.dbs.registryName, max: 1, onnotice: () => {} });
+    const v = new AccessView({ sql: vsql, log: testLogger(undefined, 'error'), masterKeys: MASTER, resyncSeconds: 3600, listen: false });
+    try {
+      await v.start();
+      const fulls = v.stats.full;
+      const u = (await store.write(ACTOR, async (tx) => {
+        const [row] = await tx.sql<{ id: string }[]>`INSERT INTO authz_user (account, username) VALUES ('retry-owner', 'retry-owner') RETURNING id::text`;
+        tx.event({ action: 'user.create', targetType: 'user', targetId: row!.id, effect: { user_id: Number(row!.id) } });
+        return row!.id;
+      })).result;
+      const { events } = await store.write(ACTOR, async (tx) => {
+        const k = await insertAccessKey(tx, MASTER, { userId: u!, appId: null }, 'retry', null);
+        tx.event({ action: 'key.create', targetType: 'access_key', targetId: k.row.access_key_id, effect: { ak: k.row.access_key_id } });
+      });
+      held = [];
+      const ak = String(events[0]!.effect.ak);
+      let locked!: () => void;
+      const isLocked = new Promise<void>((r) => (locked = r));
+      const lock = locker.begin(async (tx) => {
+        await tx`LOCK TABLE authz_access_key IN ACCESS EXCLUSIVE MODE`;
+        locked();
+        await new Promise((r) => setTimeout(r, 700));
+      });
+      await isLocked;
+      v.view.push(JSON.stringify(eventPayload(events[0]!)), 'redis');
+      await lock;
+      // Without the retry nothing would look again: no event follows.
+      const end = Date.now() + 4000;
+      while (!v.current.state.keys.has(ak) && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+      assert.ok(v.current.state.keys.has(ak), 'the key arrived once the lock was gone, with no further event');
+      assert.equal(v.current.seq, events[0]!.seq);
+      assert.equal(v.stats.full, fulls, 'no full reload');
+    } finally {
+      await v.stop();
+      await vsql.end({ timeout: 5 });
+      await locker.end({ timeout: 5 });
+    }
+  });
 
   // PROPERTY_SEEDS=4,5,6 explores more sequences.
   const seeds = process.env.PROPERTY_SEEDS ? process.env.PROPERTY_SEEDS.split(',').map(Number) : [1, 2, 3];

@@ -59,6 +59,9 @@ const KEEP = 4096;
 const RUN = 256;
 /** How long a gap may wait for the other channel before it is read from authz_event (ms). */
 const GAP_WAIT_MS = 20;
+/** Backoff of the worker after a failed read (ms). */
+const RETRY_MIN_MS = 100;
+const RETRY_MAX_MS = 5000;
 /** A gap longer than this reloads everything instead of reading the events. */
 const GAP_MAX = 1000;
 
@@ -91,6 +94,9 @@ export class AccessView {
   /** The highest seq known to be committed (from the database), which the worker must reach. */
   private wanted = 0;
   private waiters: Array<{ seq: number; resolve: () => void }> = [];
+  private retryMs = 0;
+  private retryTimer: NodeJS.Timeout | null = null;
+  private stopped = false;
   /** Counts for tests and logs: keyed re-reads, full reloads, events fetched to fill gaps. */
   readonly stats = { keyed: 0, full: 0, gapEvents: 0 };
 
@@ -235,12 +241,27 @@ export class AccessView {
 
   /** Starts the in-order worker, or asks the running one to look again. */
   private kick(): void {
+    if (this.stopped) return;
     if (this.draining) {
       this.drainAgain = true;
       return;
     }
     this.draining = this.drain()
-      .catch((err) => this.opts.log.warn({ err }, 'access plane: applying changes by key failed; retried with the next change or resync'))
+      .then(() => {
+        this.retryMs = 0;
+      }, (err) => {
+        // The database is unreachable or refused the read: try again with a backoff (and on
+        // the next change); tightening events keep applying from their payload meanwhile.
+        this.retryMs = Math.min(RETRY_MAX_MS, this.retryMs ? this.retryMs * 2 : RETRY_MIN_MS);
+        if (this.retryMs === RETRY_MIN_MS) this.opts.log.warn({ err }, 'access plane: applying changes by key failed; retrying');
+        if (!this.retryTimer && !this.stopped) {
+          this.retryTimer = setTimeout(() => {
+            this.retryTimer = null;
+            this.kick();
+          }, this.retryMs);
+          this.retryTimer.unref();
+        }
+      })
       .finally(() => {
         this.draining = null;
         if (this.drainAgain) {
@@ -415,6 +436,9 @@ export class AccessView {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
     await this.view.stop();
