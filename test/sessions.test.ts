@@ -10,6 +10,7 @@ import { SessionIndex, keysOfEffect } from '../src/access/sessions.ts';
 import { buildDecisionState } from '../src/access/decision-state.ts';
 import { freshDatabases, LISTENERS, type TestDatabases, type TestNode } from './support/env.ts';
 import { startUpstream, type TestUpstream } from './support/upstream.ts';
+import { call } from './support/http.ts';
 import { buildWorld, OPENAPI, registerService, startAuthzNode, v1, type World } from './support/services-auth.ts';
 
 const STATE = buildDecisionState({});
@@ -21,6 +22,7 @@ describe('session index (unit)', () => {
     assert.deepEqual(keysOfEffect('auth.delete', { auth_id: '3', service_id: '12', mask: 0 }), { keys: ['service:12'], unconditional: false });
     assert.deepEqual(keysOfEffect('role.subject.remove', { user_id: 5, role_id: 2 }), { keys: ['user:5'], unconditional: false });
     assert.deepEqual(keysOfEffect('grant.expire', { grant_id: 9 }), { keys: ['grant:9'], unconditional: false });
+    assert.deepEqual(keysOfEffect('role.update', { role_id: 3, child_ids: [] }), { keys: ['*'], unconditional: false }, 'a role change re-checks every session');
     assert.deepEqual(keysOfEffect('nothing.here', {}), { keys: [], unconditional: false });
   });
 
@@ -125,6 +127,38 @@ for (const server of LISTENERS) {
       } finally {
         await client.close();
       }
+    });
+
+    it('a stream allowed through a child role is cut when the role stops inheriting it (a change applied by re-reading rows)', async () => {
+      // bob is a subject of `team`, which inherits `sub`; `sub` holds VIEW.
+      const add = await v1(node, w.boot.token, 'POST', `/services/${sid}/auth`, { authObjectType: 'GROUP', authObjectId: Number(w.roles.sub), permissions: ['VIEW'] });
+      assert.equal(add.status, 200, add.text);
+      const r = await request(`${node.origin}/api/proxy/stream`, {
+        headers: { 'x-utilmeta-proxy-type': 'discovery', 'x-utilmeta-service-name': 'orders', authorization: `Bearer ${w.users.bob.token}` },
+      });
+      assert.equal(r.statusCode, 200);
+      let text = '';
+      let failed = false;
+      let patched = false;
+      try {
+        for await (const chunk of r.body) {
+          text += chunk.toString();
+          if (!patched && text.includes('chunk 2')) {
+            patched = true;
+            const p = await call(`${node.origin}/minibase/portal/openapi/v1/orgs/${w.orgId}/roles/${w.roles.team}`, {
+              method: 'PATCH', headers: { authorization: `Bearer ${w.boot.token}`, 'content-type': 'application/json' }, body: JSON.stringify({ child_ids: [] }),
+            });
+            assert.equal(p.status, 200, p.text);
+          }
+        }
+      } catch {
+        failed = true;
+      }
+      assert.ok(patched, 'the stream started');
+      assert.ok(!text.includes('END'), `the stream ran to its end: ${text.length} bytes`);
+      assert.ok(failed, 'the client saw a truncated body');
+      const del = await v1(node, w.boot.token, 'DELETE', `/services/auth/${add.json.data.id}`);
+      assert.equal(del.status, 200, del.text);
     });
 
     it('deleting the authorization mid-stream truncates the response', async () => {

@@ -48,7 +48,10 @@ export interface AccessViewOptions {
   listen?: boolean;
   /** Observes each event's delay from commit to local apply, per channel. */
   onPropagation?: (channel: string, seconds: number) => void;
-  /** Called with each tightening event once applied (to close the exchanges it ends). */
+  /**
+   * Called with each tightening event once applied, and with each re-read event once its rows
+   * are in (to close the exchanges it ends; the callee re-checks them).
+   */
   onTightened?: (action: string, effect: Record<string, unknown>, state: DecisionState) => void;
 }
 
@@ -64,6 +67,9 @@ const RETRY_MIN_MS = 100;
 const RETRY_MAX_MS = 5000;
 /** A gap longer than this reloads everything instead of reading the events. */
 const GAP_MAX = 1000;
+
+/** Re-read actions that never end a session (or ended it from their payload, unconditionally). */
+const NOT_RECHECKED: ReadonlySet<string> = new Set(['key.create', 'key.status', 'key.expire', 'key.rotate', 'token.issue', 'token.revoke', 'user.create', 'user.sso.add', 'org.create', 'dept.create', 'role.create', 'project.create', 'app.create', 'auth.add', 'api.upsert']);
 
 type SecretRow = { access_key_id: string; secret_ciphertext: Buffer; secret_nonce: Buffer; master_key_id: string };
 
@@ -328,6 +334,18 @@ export class AccessView {
       this.stats.keyed++;
       this.freshAt = Date.now();
       this.view.replace({ state, secrets, seq: end });
+      // A re-read can take access away too (a child role or a department moved, a project
+      // shortened): open sessions touched by these events are re-checked against the new state.
+      if (this.opts.onTightened) {
+        for (const e of run) {
+          if (NOT_RECHECKED.has(e.action)) continue;
+          try {
+            this.opts.onTightened(e.action, e.effect, state);
+          } catch (err) {
+            this.opts.log.warn({ err, action: e.action }, 'closing the sessions an access change ended failed');
+          }
+        }
+      }
     }
   }
 
