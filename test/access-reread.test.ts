@@ -69,6 +69,8 @@ describe('keyed re-reads equal a full reload', () => {
 
   before(async () => {
     t = await migratedAuthzDb();
+    // Start just below 100: the first gap read spans 99 → 100 (text and numeric order differ there).
+    await t.sql`UPDATE authz_state SET seq = 97`;
     const log = testLogger(undefined, 'warn');
     const mk = () => new AccessView({ sql: t.sql, log, masterKeys: MASTER, resyncSeconds: 3600, listen: false });
     inOrder = mk();
@@ -321,6 +323,32 @@ describe('keyed re-reads equal a full reload', () => {
     const last = Math.max(0, ...batch.map((e) => e.seq));
     await shuffled.settle(last, 10_000);
   }
+
+  it('a gap across seq 99 → 100 is read from authz_event in seq order, without a full reload', async () => {
+    const v = new AccessView({ sql: t.sql, log: testLogger(undefined, 'error'), masterKeys: MASTER, resyncSeconds: 3600, listen: false });
+    try {
+      await v.start();
+      const fulls = v.stats.full;
+      const events: CommittedEvent[] = [];
+      for (let i = 0; i < 3; i++) {
+        const { events: e } = await store.write(ACTOR, async (tx) => {
+          const [row] = await tx.sql<{ id: string }[]>`INSERT INTO authz_user (account, username) VALUES (${'gap' + i}, ${'gap' + i}) RETURNING id::text`;
+          tx.event({ action: 'user.create', targetType: 'user', targetId: row!.id, effect: { user_id: Number(row!.id) } });
+        });
+        events.push(...e);
+      }
+      held = [];
+      assert.deepEqual(events.map((e) => e.seq), [98, 99, 100]);
+      v.view.push(JSON.stringify(eventPayload(events[2]!)), 'redis'); // 98 and 99 never arrive
+      await v.settle(100, 5000);
+      assert.equal(v.current.seq, 100);
+      assert.equal(v.current.state.users.size, 3, 'the users of 98 and 99 came with the gap read');
+      assert.equal(v.stats.full, fulls, 'no full reload');
+      assert.ok(v.stats.gapEvents >= 2, 'read from authz_event');
+    } finally {
+      await v.stop();
+    }
+  });
 
   it('a keyed read that fails is retried by itself, without another change and without a full reload', async () => {
     // This view's statements give up after 200 ms; a lock on authz_access_key makes its re-read fail.

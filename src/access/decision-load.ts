@@ -60,5 +60,6 @@ export const REREAD_QUERIES = Object.freeze({
 export const REREAD_SECRETS = `SELECT access_key_id, secret_ciphertext, secret_nonce, master_key_id FROM authz_access_key WHERE access_key_id = ANY($1::text[])`;
 
 /** Events by seq, as the NOTIFY trigger renders them (for filling a gap in what the channels delivered). */
-export const EVENTS_AFTER = `SELECT seq::text AS seq, action, floor(extract(epoch FROM at) * 1000)::float8 AS at_ms, effect FROM authz_event
-  WHERE seq > $1::bigint AND seq <= $2::bigint ORDER BY seq LIMIT $3::int`;
+// Ordered by the bigint column, not by the text alias (as text, '100' sorts before '99').
+export const EVENTS_AFTER = `SELECT e.seq::text AS seq, e.action, floor(extract(epoch FROM e.at) * 1000)::float8 AS at_ms, e.effect FROM authz_event e
+  WHERE e.seq > $1::bigint AND e.seq <= $2::bigint ORDER BY e.seq LIMIT $3::int`;
