@@ -120,7 +120,9 @@ describe('keyed re-reads equal a full reload', () => {
     const u = r.pick(users);
     const m = r.pick(members);
     const svc = r.pick(services)!;
-    const op = r.int(24);
+    const grants = await sql<{ id: string; state: string; app_id: string; api_id: string }[]>`SELECT id::text, state, app_id::text, api_id FROM authz_grant WHERE state IN ('PENDING','ACTIVE')`;
+    const appDbIds = await ids(sql, 'SELECT id::text FROM authz_app');
+    const op = r.int(26);
     // A draw the schema's rules refuse (a third key, management bits for an app…) rolls back: no event.
     await write(async (tx, ev) => {
       const q = tx.sql;
@@ -305,6 +307,34 @@ describe('keyed re-reads equal a full reload', () => {
             ev({ action: 'app.create', effect: { app_id: appId, status: 'ACTIVE' } });
           }
         } break;
+        case 24: if (appDbIds.length && apis.length) {
+          const app = r.pick(appDbIds)!;
+          const api = r.pick(apis)!;
+          const active = r.int(2) === 0;
+          const [g] = active
+            ? await q`INSERT INTO authz_grant (app_id, api_id, state, start_at, end_at) VALUES (${app}, ${api}, 'ACTIVE', now(), now() + interval '1 day') RETURNING id::text`
+            : await q`INSERT INTO authz_grant (app_id, api_id, state) VALUES (${app}, ${api}, 'PENDING') RETURNING id::text`;
+          ev({ action: active ? 'grant.authorize' : 'grant.apply', effect: { grant_id: Number(g!.id), app_id: Number(app), api_id: api } });
+        } break;
+        case 25: if (grants.length) {
+          const g = r.pick(grants)!;
+          const base = { grant_id: Number(g.id), app_id: Number(g.app_id), api_id: g.api_id };
+          const way = r.int(3);
+          if (g.state === 'PENDING' && way === 0) {
+            await q`UPDATE authz_grant SET state = 'ACTIVE', start_at = now(), end_at = now() + interval '2 days' WHERE id = ${g.id}`;
+            ev({ action: 'grant.approve', effect: base });
+          } else if (g.state === 'PENDING') {
+            const [state, by] = way === 1 ? ['REJECTED', 'API'] : ['WITHDRAWN', 'APP'];
+            await q`UPDATE authz_grant SET state = ${state}, closed_at = now(), closed_by = ${by} WHERE id = ${g.id}`;
+            ev({ action: way === 1 ? 'grant.reject' : 'grant.withdraw', effect: { ...base, effective_end: null } });
+          } else if (way === 0) {
+            await q`UPDATE authz_grant SET end_at = end_at + interval '1 day' WHERE id = ${g.id}`;
+            ev({ action: 'grant.renew', effect: base });
+          } else {
+            const [row] = await q`UPDATE authz_grant SET state = 'CANCELLED', closed_at = now(), closed_by = 'APP' WHERE id = ${g.id} RETURNING closed_at`;
+            ev({ action: 'grant.cancel.app', effect: { ...base, effective_end: (row!.closed_at as Date).toISOString() } });
+          }
+        } break;
       }
     }).catch((err) => {
       if (!(err instanceof DomainError)) throw err;
@@ -416,6 +446,8 @@ describe('keyed re-reads equal a full reload', () => {
       assert.equal(inOrder.stats.full, fullBefore.a, 'no full reload on the in-order path');
       assert.equal(shuffled.stats.full, fullBefore.b, 'no full reload on the shuffled path');
       assert.ok(inOrder.stats.keyed > 0 && shuffled.stats.gapEvents > 0, 'keyed re-reads and gap reads happened');
+      const kinds = (await t.sql<{ action: string }[]>`SELECT DISTINCT action FROM authz_event`).map((e) => e.action);
+      for (const a of ['auth.add', 'role.update', 'grant.authorize', 'key.create', 'app.update', 'dept.update']) assert.ok(kinds.includes(a), `the writes included ${a}`);
     });
   }
 });
