@@ -1,4 +1,4 @@
-// npm run bench:enforce [-- --rounds 30 --iterations 100000 --wrk-seconds 5]
+// npm run bench:enforce [-- --rounds 30 --iterations 100000 --wrk-seconds 5 --propagation-only]
 //
 // Per-service authorization, measured three ways. Prints numbers; asserts nothing.
 //  1. Propagation: two nodes on one registry database (NOTIFY + Redis). For each
@@ -27,7 +27,7 @@ import { userMask } from '../src/access/decision-state.ts';
 import { PERM } from '../src/access/permissions.ts';
 import { CLI_CALLER } from '../src/access/credentials.ts';
 
-const { values: args } = parseArgs({ options: { rounds: { type: 'string' }, iterations: { type: 'string' }, 'wrk-seconds': { type: 'string' } } });
+const { values: args } = parseArgs({ options: { rounds: { type: 'string' }, iterations: { type: 'string' }, 'wrk-seconds': { type: 'string' }, 'propagation-only': { type: 'boolean' } } });
 const ROUNDS = Number(args.rounds ?? 30);
 const ITER = Number(args.iterations ?? 100_000);
 const WRK_SECONDS = Number(args['wrk-seconds'] ?? 5);
@@ -86,6 +86,13 @@ console.log(`  enable authorization      ${fmt(times.enable)}`);
 console.log(`  add GROUP authorization   ${fmt(times.group)}`);
 console.log(`  remove user from role     ${fmt(times.roleRemove)}`);
 console.log(`  switch to AUDIT           ${fmt(times.audit)}`);
+if (args['propagation-only']) {
+  await b.close();
+  await a.close();
+  await up.close();
+  await dbs.drop();
+  process.exit(0);
+}
 
 // ---- 2. decision cost in-process
 await v1(a, admin, 'POST', `/services/${sid}/auth`, { authObjectType: 'USER', authObjectId: Number(w.users.alice.id), permissions: ['VIEW'] });

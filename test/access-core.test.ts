@@ -454,6 +454,13 @@ describe('tightening effects', () => {
     // The admin via role 22 loses admin with the role.
     assert.equal(isAdmin(apply(base, 'role.subject.remove', { user_id: 6, role_id: 22 }), '6'), false);
     asAllow(decide(base, REQ('POST', '/items'), bob, NOW));
+    // The writers put the org on role and department removals: it says where, the user stays in the org.
+    const oneRole = apply(base, 'role.subject.remove', { user_id: 3, org_id: 100, role_id: 20 });
+    assert.ok(oneRole.userOrgs.get('3')?.has('100'), 'still a member of the org');
+    asAllow(decide(oneRole, REQ('DELETE', '/items/1'), carol, NOW));
+    const oneDept = apply(base, 'dept.user.remove', { user_id: 2, org_id: 100, department_id: 32 });
+    assert.ok(oneDept.userOrgs.get('2')?.has('100'), 'still a member of the org');
+    asAllow(decide(oneDept, REQ('POST', '/items'), bob, NOW));
   });
   test('auth delete / replace (only the removed bits apply)', () => {
     const alice: Principal = { kind: 'user', userId: '1', via: 'bearer', tokenId: '1' };
@@ -630,9 +637,12 @@ describe('platform authority (supervisor / operations)', () => {
     assert.equal(jtiRevoked(s, 'j9'), true);
     assert.equal(decideSupervisor(s, SVC, 'GET', { sub: 'p-alice', jti: 'j9' }).result, 'DENY');
     // Default PLATFORM policy: the platform's own authority.
-    assert.deepEqual(decideSupervisor(s, SVC, 'DELETE', { sub: 'nobody' }), { result: 'ALLOW', userId: null });
+    assert.deepEqual(decideSupervisor(s, SVC, 'DELETE', { sub: 'nobody' }), { result: 'ALLOW', userId: null, testOnly: false });
     s = withRows(s, { services: [{ serviceId: SVC, authMode: 'ENFORCE', apisAuthEnabled: false, supervisorPolicy: 'TEST_PERMISSION' }] });
-    assert.deepEqual(decideSupervisor(s, SVC, 'GET', { sub: 'p-alice' }), { result: 'ALLOW', userId: '1' });
+    assert.deepEqual(decideSupervisor(s, SVC, 'GET', { sub: 'p-alice' }), { result: 'ALLOW', userId: '1', testOnly: false });
+    // TEST alone (gina): allowed for any method, only towards non-production instances.
+    s = withRows(s, { platformSso: [{ userId: 7, ssoUserId: 'p-gina' }] });
+    assert.deepEqual(decideSupervisor(s, SVC, 'DELETE', { sub: 'p-gina' }), { result: 'ALLOW', userId: '7', testOnly: true });
     const d = decideSupervisor(s, SVC, 'POST', { sub: 'p-alice' });
     assert.equal(d.result === 'DENY' && d.state, 'permission_denied');
     assert.equal(d.result === 'DENY' && d.required, 'ADD');

@@ -1,13 +1,16 @@
 // Long-lived exchanges: the session index (keys, re-check, timer wheel) and, end
 // to end on both listeners, a streaming response allowed by a permission that
-// is cut when the permission is removed.
+// is cut when the permission is removed, and an idle keep-alive connection whose
+// next request, after its principal lost access, is refused (decisions are per request).
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { request } from 'undici';
+import { Client, request } from 'undici';
+import { CLI_CALLER } from '../src/access/credentials.ts';
 import { SessionIndex, keysOfEffect } from '../src/access/sessions.ts';
 import { buildDecisionState } from '../src/access/decision-state.ts';
 import { freshDatabases, LISTENERS, type TestDatabases, type TestNode } from './support/env.ts';
 import { startUpstream, type TestUpstream } from './support/upstream.ts';
+import { call } from './support/http.ts';
 import { buildWorld, OPENAPI, registerService, startAuthzNode, v1, type World } from './support/services-auth.ts';
 
 const STATE = buildDecisionState({});
@@ -19,6 +22,7 @@ describe('session index (unit)', () => {
     assert.deepEqual(keysOfEffect('auth.delete', { auth_id: '3', service_id: '12', mask: 0 }), { keys: ['service:12'], unconditional: false });
     assert.deepEqual(keysOfEffect('role.subject.remove', { user_id: 5, role_id: 2 }), { keys: ['user:5'], unconditional: false });
     assert.deepEqual(keysOfEffect('grant.expire', { grant_id: 9 }), { keys: ['grant:9'], unconditional: false });
+    assert.deepEqual(keysOfEffect('role.update', { role_id: 3, child_ids: [] }), { keys: ['*'], unconditional: false }, 'a role change re-checks every session');
     assert.deepEqual(keysOfEffect('nothing.here', {}), { keys: [], unconditional: false });
   });
 
@@ -89,6 +93,72 @@ for (const server of LISTENERS) {
       await node?.close();
       await up?.close();
       await dbs?.drop();
+    });
+
+    it('an idle keep-alive connection of a revoked principal: its next request on that connection is refused', async () => {
+      // One connection for every request (undici's Client keeps a single socket); `connect` counts sockets.
+      const client = new Client(node.origin, { pipelining: 1, keepAliveTimeout: 30_000 });
+      let sockets = 0;
+      client.on('connect', () => void sockets++);
+      const get = async (token: string) => {
+        const r = await client.request({ path: '/api/proxy/items', method: 'GET', headers: { 'x-utilmeta-proxy-type': 'discovery', 'x-utilmeta-service-name': 'orders', authorization: `Bearer ${token}` } });
+        const text = await r.body.text();
+        return { status: r.statusCode, json: r.statusCode >= 400 ? JSON.parse(text) : null };
+      };
+      try {
+        // A revoked token: the next request on the same connection is 401.
+        const t = await node.access.credentials.createPersonalToken(CLI_CALLER, Number(w.users.alice.id), { name: 'keep-alive', expiresInDays: 1 });
+        assert.equal((await get(t.token)).status, 200);
+        await node.access.credentials.revokeToken(t.token);
+        let r = await get(t.token);
+        assert.equal(r.status, 401);
+        assert.equal(r.json.state, 'token_revoked');
+        // An authorization deleted: the same connection, another user, 403 from then on.
+        const add = await v1(node, w.boot.token, 'POST', `/services/${sid}/auth`, { authObjectType: 'USER', authObjectId: Number(w.users.erin.id), permissions: ['VIEW'] });
+        assert.equal(add.status, 200, add.text);
+        assert.equal((await get(w.users.erin.token)).status, 200);
+        assert.equal((await get(w.users.erin.token)).status, 200);
+        const del = await v1(node, w.boot.token, 'DELETE', `/services/auth/${add.json.data.id}`);
+        assert.equal(del.status, 200, del.text);
+        r = await get(w.users.erin.token);
+        assert.equal(r.status, 403);
+        assert.equal(r.json.state, 'permission_denied');
+        assert.equal(sockets, 1, 'every request went over the one keep-alive connection');
+      } finally {
+        await client.close();
+      }
+    });
+
+    it('a stream allowed through a child role is cut when the role stops inheriting it (a change applied by re-reading rows)', async () => {
+      // bob is a subject of `team`, which inherits `sub`; `sub` holds VIEW.
+      const add = await v1(node, w.boot.token, 'POST', `/services/${sid}/auth`, { authObjectType: 'GROUP', authObjectId: Number(w.roles.sub), permissions: ['VIEW'] });
+      assert.equal(add.status, 200, add.text);
+      const r = await request(`${node.origin}/api/proxy/stream`, {
+        headers: { 'x-utilmeta-proxy-type': 'discovery', 'x-utilmeta-service-name': 'orders', authorization: `Bearer ${w.users.bob.token}` },
+      });
+      assert.equal(r.statusCode, 200);
+      let text = '';
+      let failed = false;
+      let patched = false;
+      try {
+        for await (const chunk of r.body) {
+          text += chunk.toString();
+          if (!patched && text.includes('chunk 2')) {
+            patched = true;
+            const p = await call(`${node.origin}/minibase/portal/openapi/v1/orgs/${w.orgId}/roles/${w.roles.team}`, {
+              method: 'PATCH', headers: { authorization: `Bearer ${w.boot.token}`, 'content-type': 'application/json' }, body: JSON.stringify({ child_ids: [] }),
+            });
+            assert.equal(p.status, 200, p.text);
+          }
+        }
+      } catch {
+        failed = true;
+      }
+      assert.ok(patched, 'the stream started');
+      assert.ok(!text.includes('END'), `the stream ran to its end: ${text.length} bytes`);
+      assert.ok(failed, 'the client saw a truncated body');
+      const del = await v1(node, w.boot.token, 'DELETE', `/services/auth/${add.json.data.id}`);
+      assert.equal(del.status, 200, del.text);
     });
 
     it('deleting the authorization mid-stream truncates the response', async () => {

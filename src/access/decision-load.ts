@@ -30,3 +30,36 @@ export const DECISION_QUERIES: Readonly<Record<keyof DecisionRows, string>> = Ob
   revokedJtis: `SELECT jti, expires_at AS "expiresAt" FROM authz_revoked_jti WHERE expires_at > now()`,
   platformSso: `SELECT user_id AS "userId", sso_user_id AS "ssoUserId" FROM authz_user_sso WHERE sso_type = 'utilmeta'`,
 });
+
+/** Filters a full read to the rows of some keys: `$1` is the array of keys. */
+const by = (text: string, column: string, type: 'bigint' | 'text') => `SELECT * FROM (${text}) q WHERE q."${column}" = ANY($1::${type}[])`;
+const Q = DECISION_QUERIES;
+
+/**
+ * The keyed re-reads of the loosening path: for each kind of key (RereadKeys), the rows of the
+ * tables it covers, shaped exactly like the full read's (the same texts, filtered), so a state
+ * patched from them equals a full build.
+ */
+export const REREAD_QUERIES = Object.freeze({
+  users: { users: by(Q.users, 'id', 'bigint'), orgUsers: by(Q.orgUsers, 'userId', 'bigint'), departmentUsers: by(Q.departmentUsers, 'userId', 'bigint'), roleUsers: by(Q.roleUsers, 'userId', 'bigint'), platformSso: by(Q.platformSso, 'userId', 'bigint') },
+  tokens: { tokens: by(Q.tokens, 'id', 'bigint') },
+  accessKeys: { accessKeys: by(Q.accessKeys, 'accessKeyId', 'text') },
+  departments: { departments: by(Q.departments, 'id', 'bigint') },
+  orgDepartments: { departments: by(Q.departments, 'orgId', 'bigint') },
+  roles: { roles: by(Q.roles, 'id', 'bigint'), roleChildren: by(Q.roleChildren, 'roleId', 'bigint') },
+  apps: { apps: by(Q.apps, 'appId', 'text') },
+  projects: { projects: by(Q.projects, 'id', 'bigint') },
+  services: { services: by(Q.services, 'serviceId', 'bigint') },
+  apis: { apis: by(Q.apis, 'apiId', 'text') },
+  auths: { serviceAuths: by(Q.serviceAuths, 'id', 'bigint') },
+  // Every grant of the pairs the named grants belong to (the index picks one per pair).
+  grants: { grants: `SELECT * FROM (${Q.grants}) q WHERE (q."appId", q."apiId") IN (SELECT app_id, api_id FROM authz_grant WHERE id = ANY($1::bigint[]))` },
+} satisfies Record<string, Partial<Record<keyof DecisionRows, string>>>);
+
+/** The access-key secrets of a keyed re-read. */
+export const REREAD_SECRETS = `SELECT access_key_id, secret_ciphertext, secret_nonce, master_key_id FROM authz_access_key WHERE access_key_id = ANY($1::text[])`;
+
+/** Events by seq, as the NOTIFY trigger renders them (for filling a gap in what the channels delivered). */
+// Ordered by the bigint column, not by the text alias (as text, '100' sorts before '99').
+export const EVENTS_AFTER = `SELECT e.seq::text AS seq, e.action, floor(extract(epoch FROM e.at) * 1000)::float8 AS at_ms, e.effect FROM authz_event e
+  WHERE e.seq > $1::bigint AND e.seq <= $2::bigint ORDER BY e.seq LIMIT $3::int`;

@@ -485,3 +485,233 @@ export function grantFor(state: DecisionState, appDbId: string, apiId: string): 
 export function effectiveEnd(g: GrantEntry): number {
   return g.cancelAt === null ? g.endAt : Math.min(g.endAt, g.cancelAt);
 }
+
+// ---- Keyed re-reads (the loosening path) ----
+
+/**
+ * The rows a batch of events names, by key. A keyed re-read fetches every row of each key
+ * (see REREAD_QUERIES) and withKeyedRows replaces what the state holds for that key with them:
+ * a key whose rows are gone is removed, so the result equals a full build for those keys.
+ */
+export interface RereadKeys {
+  /** A user: its row, its org / department / role memberships and platform SSO bindings. */
+  readonly users: Set<string>;
+  readonly tokens: Set<string>;
+  readonly accessKeys: Set<string>;
+  readonly departments: Set<string>;
+  /** Every department of an org (a new org brings its root department). */
+  readonly orgDepartments: Set<string>;
+  /** A role: its row and its child roles. */
+  readonly roles: Set<string>;
+  /** Public 32-hex app ids. */
+  readonly apps: Set<string>;
+  readonly projects: Set<string>;
+  readonly services: Set<string>;
+  readonly apis: Set<string>;
+  readonly auths: Set<string>;
+  /** A grant id stands for every grant of its (app, api) pair. */
+  readonly grants: Set<string>;
+}
+
+export function emptyRereadKeys(): RereadKeys {
+  return {
+    users: new Set(), tokens: new Set(), accessKeys: new Set(), departments: new Set(), orgDepartments: new Set(), roles: new Set(),
+    apps: new Set(), projects: new Set(), services: new Set(), apis: new Set(), auths: new Set(), grants: new Set(),
+  };
+}
+
+export function rereadKeyCount(k: RereadKeys): number {
+  let n = 0;
+  for (const s of Object.values(k) as Set<string>[]) n += s.size;
+  return n;
+}
+
+/** The rows of a keyed re-read: the DecisionRows of those keys (`departments` includes the org ones). */
+export type RereadRows = Partial<DecisionRows>;
+
+function sameMembers(a: readonly string[] | ReadonlySet<string> | undefined, b: readonly string[]): boolean {
+  const size = a === undefined ? 0 : 'size' in a ? a.size : a.length;
+  if (size !== new Set(b).size) return false;
+  if (a === undefined) return true;
+  const has = 'has' in a ? (x: string) => a.has(x) : (x: string) => a.includes(x);
+  return b.every(has);
+}
+
+function groupBy<R>(rows: readonly R[] | undefined, key: (r: R) => string): Map<string, R[]> {
+  const m = new Map<string, R[]>();
+  for (const r of rows ?? []) {
+    const k = key(r);
+    const l = m.get(k);
+    if (l) l.push(r);
+    else m.set(k, [r]);
+  }
+  return m;
+}
+
+/**
+ * A new state where every key of `keys` holds exactly the rows re-read for it (`rows`), and
+ * nothing else changed. Only the maps a key touches are copied (drafts over the shared base).
+ */
+export function withKeyedRows(base: DecisionState, keys: RereadKeys, rows: RereadRows): DecisionState {
+  const s = { ...base } as unknown as MutableMaps;
+  const drafted = new Set<keyof MutableMaps>();
+  const d = <K extends keyof MutableMaps>(k: K): MutableMaps[K] => {
+    if (!drafted.has(k)) {
+      (s as Record<string, unknown>)[k] = draftOf(base[k] as ReadonlyMap<unknown, unknown>);
+      drafted.add(k);
+    }
+    return s[k];
+  };
+  const owned = new Set<unknown>();
+  let authChanged = false;
+  let apisChanged = false;
+
+  if (keys.users.size) {
+    const users = new Map((rows.users ?? []).map((r) => [idKey(r.id), r]));
+    const orgs = groupBy(rows.orgUsers, (r) => idKey(r.userId));
+    const depts = groupBy(rows.departmentUsers, (r) => idKey(r.userId));
+    const roles = groupBy(rows.roleUsers, (r) => idKey(r.userId));
+    for (const u of keys.users) {
+      const row = users.get(u);
+      if (row) d('users').set(u, userEntry(row));
+      else if (base.users.has(u)) d('users').delete(u);
+      const o = (orgs.get(u) ?? []).map((r) => idKey(r.orgId));
+      if (!sameMembers(base.userOrgs.get(u), o)) o.length ? d('userOrgs').set(u, new Set(o)) : d('userOrgs').delete(u);
+      const dl = [...new Set((depts.get(u) ?? []).map((r) => idKey(r.departmentId)))];
+      if (!sameMembers(base.userDepts.get(u), dl)) dl.length ? d('userDepts').set(u, dl) : d('userDepts').delete(u);
+      const rl = [...new Set((roles.get(u) ?? []).map((r) => idKey(r.roleId)))];
+      if (!sameMembers(base.userRoles.get(u), rl)) rl.length ? d('userRoles').set(u, rl) : d('userRoles').delete(u);
+    }
+    // Bindings are only ever added; a removed user's stale binding resolves to no user.
+    for (const r of rows.platformSso ?? []) if (base.platformUsers.get(r.ssoUserId) !== idKey(r.userId)) d('platformUsers').set(r.ssoUserId, idKey(r.userId));
+    authChanged = true;
+  }
+  if (keys.tokens.size) {
+    const byId = new Map((rows.tokens ?? []).map((r) => [idKey(r.id), r]));
+    for (const id of keys.tokens) {
+      const row = byId.get(id);
+      const old = base.tokenHashById.get(id);
+      if (row) {
+        const h = tokenHashKey(row.tokenSha256);
+        if (old !== undefined && old !== h) d('tokens').delete(old);
+        d('tokens').set(h, tokenEntry(row));
+        if (old !== h) d('tokenHashById').set(id, h);
+      } else if (old !== undefined) {
+        d('tokens').delete(old);
+        d('tokenHashById').delete(id);
+      }
+    }
+  }
+  if (keys.accessKeys.size) {
+    const byId = new Map((rows.accessKeys ?? []).map((r) => [r.accessKeyId, r]));
+    for (const id of keys.accessKeys) {
+      const row = byId.get(id);
+      if (row) d('keys').set(id, keyEntry(row));
+      else if (base.keys.has(id)) d('keys').delete(id);
+    }
+  }
+  if (keys.departments.size || keys.orgDepartments.size) {
+    const byId = new Map((rows.departments ?? []).map((r) => [idKey(r.id), r]));
+    for (const id of keys.departments) if (!byId.has(id) && base.departments.has(id)) d('departments').delete(id);
+    for (const [id, r] of byId) d('departments').set(id, deptEntry(r));
+    authChanged = true;
+  }
+  if (keys.roles.size) {
+    const byId = new Map((rows.roles ?? []).map((r) => [idKey(r.id), r]));
+    const children = groupBy(rows.roleChildren, (r) => idKey(r.roleId));
+    for (const id of keys.roles) {
+      const row = byId.get(id);
+      if (row) d('roles').set(id, roleEntry(row));
+      else if (base.roles.has(id)) d('roles').delete(id);
+      const c = [...new Set((children.get(id) ?? []).map((r) => idKey(r.childId)))];
+      if (!sameMembers(base.roleChildren.get(id), c)) c.length ? d('roleChildren').set(id, c) : d('roleChildren').delete(id);
+    }
+    authChanged = true;
+  }
+  if (keys.apps.size) {
+    const byPublic = new Map((rows.apps ?? []).map((r) => [r.appId, r]));
+    for (const pub of keys.apps) {
+      const oldId = base.appIds.get(pub);
+      const old = oldId === undefined ? undefined : base.apps.get(oldId);
+      const row = byPublic.get(pub);
+      const e = row ? appEntry(row) : undefined;
+      if (old) {
+        if (!e || e.id !== old.id) d('apps').delete(old.id);
+        if (old.boundServiceId !== null && (s.boundApps.get(old.boundServiceId) === old.id) && e?.boundServiceId !== old.boundServiceId) d('boundApps').delete(old.boundServiceId);
+        if (!e) d('appIds').delete(pub);
+      }
+      if (e) {
+        d('apps').set(e.id, e);
+        if (oldId !== e.id) d('appIds').set(pub, e.id);
+        if (e.boundServiceId !== null && s.boundApps.get(e.boundServiceId) !== e.id) d('boundApps').set(e.boundServiceId, e.id);
+      }
+    }
+  }
+  if (keys.projects.size) {
+    const byId = new Map((rows.projects ?? []).map((r) => [idKey(r.id), r]));
+    for (const id of keys.projects) {
+      const row = byId.get(id);
+      if (row) d('projects').set(id, projectEntry(row));
+      else if (base.projects.has(id)) d('projects').delete(id);
+    }
+  }
+  if (keys.services.size) {
+    const byId = new Map((rows.services ?? []).map((r) => [idKey(r.serviceId), r]));
+    for (const id of keys.services) {
+      const row = byId.get(id);
+      if (row) d('services').set(id, serviceEntry(row));
+      else if (base.services.has(id)) d('services').delete(id);
+    }
+  }
+  if (keys.apis.size) {
+    const byId = new Map((rows.apis ?? []).map((r) => [r.apiId, r]));
+    for (const id of keys.apis) {
+      const row = byId.get(id);
+      if (row) d('apis').set(id, apiEntry(row));
+      else if (base.apis.has(id)) d('apis').delete(id);
+    }
+    // Routers are rebuilt lazily per service: dropping them all is the simple, safe choice.
+    apisChanged = true;
+  }
+  if (keys.auths.size) {
+    const byId = new Map((rows.serviceAuths ?? []).map((r) => [idKey(r.id), r]));
+    d('auths');
+    d('authIndex');
+    for (const id of keys.auths) {
+      const row = byId.get(id);
+      if (row) setAuth(s, authEntry(row), owned);
+      else {
+        const old = base.auths.get(id);
+        if (old) removeAuth(s, old, owned);
+      }
+    }
+    authChanged = true;
+  }
+  if (keys.grants.size) {
+    d('grants');
+    d('grantIndex');
+    const read = (rows.grants ?? []).map(grantEntry);
+    const readIds = new Set(read.map((g) => g.id));
+    // Every (app, api) pair concerned: the ones read, and those of named grants that are gone.
+    const pairs = new Map<string, { appId: string; apiId: string }>();
+    for (const g of read) pairs.set(`${g.appId} ${g.apiId}`, g);
+    for (const id of keys.grants) {
+      const old = base.grants.get(id);
+      if (old) pairs.set(`${old.appId} ${old.apiId}`, old);
+      if (old && !readIds.has(id)) s.grants.delete(id);
+    }
+    for (const { appId, apiId } of pairs.values()) {
+      const cur = s.grantIndex.get(apiId);
+      if (!cur?.has(appId)) continue;
+      let inner = cur as WritableMap<string, GrantEntry>;
+      if (!owned.has(inner)) {
+        inner = draftOf(cur);
+        owned.add(inner);
+        s.grantIndex.set(apiId, inner);
+      }
+      inner.delete(appId);
+    }
+    for (const g of read) setGrant(s, g, owned);
+  }
+  return derive(base, s, { authChanged, apisChanged });
+}

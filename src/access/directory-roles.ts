@@ -227,9 +227,12 @@ export async function patchRole(deps: DirectoryDeps, caller: DirectoryCaller, or
     if (body.child_ids) await setChildren(tx, orgId, before.id, body.child_ids);
     if (body.project_ids) await setProjects(tx, orgId, before.id, body.project_ids);
     const removed: string[] = [];
+    const added: string[] = [];
     if (users) {
       const old = await tx<{ user_id: string }[]>`SELECT user_id FROM authz_role_user WHERE role_id = ${before.id}`;
       for (const o of old) if (!users.includes(o.user_id)) removed.push(o.user_id);
+      const had = new Set(old.map((o) => o.user_id));
+      for (const u of users) if (!had.has(u)) added.push(u);
       await tx`DELETE FROM authz_role_user WHERE role_id = ${before.id} AND NOT (user_id = ANY(${tx.array(users, 20)}))`;
       for (const u of users) {
         await tx`INSERT INTO authz_role_user (org_id, role_id, user_id) VALUES (${orgId}, ${before.id}, ${u}) ON CONFLICT DO NOTHING`;
@@ -246,6 +249,8 @@ export async function patchRole(deps: DirectoryDeps, caller: DirectoryCaller, or
         child_ids: after!.child_ids,
         management_permissions: after!.management_permissions,
         removed_user_ids: removed.map(Number),
+        // Nodes re-read these members' rows (the loosening part of a replacement).
+        added_user_ids: added.map(Number),
       },
       before: beforeWire,
       after,

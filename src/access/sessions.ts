@@ -12,6 +12,8 @@
 import type { DecisionState } from './decision-state.ts';
 
 export const BUCKET_MS = 100;
+/** The key that stands for every session. */
+export const ALL = '*';
 
 export interface SessionSpec {
   keys: readonly string[];
@@ -61,6 +63,18 @@ export function keysOfEffect(action: string, effect: Record<string, unknown>): {
     case 'api.update':
       push('api:', effect.api_id);
       break;
+    // Changes whose reach is not one key (every member of a role or department, every app of a
+    // project, a whole service's settings): re-check every open session.
+    case 'role.update':
+    case 'dept.update':
+    case 'dept.delete':
+    case 'project.update':
+    case 'project.delete':
+    case 'service.apis.auth':
+    case 'service.auth.settings':
+    case 'api.deprecate':
+      out.push(ALL);
+      break;
     default:
       if (action.startsWith('grant.')) push('grant:', effect.grant_id);
       else if (action.startsWith('app.')) push('app:', effect.app_id);
@@ -109,7 +123,7 @@ export class SessionIndex {
     let closed = 0;
     const seen = new Set<Session>();
     for (const k of keys) {
-      const set = this.byKey.get(k);
+      const set = k === ALL ? new Set([...this.byKey.values()].flatMap((x) => [...x])) : this.byKey.get(k);
       if (!set) continue;
       for (const s of [...set]) {
         if (seen.has(s)) continue;

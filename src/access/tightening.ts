@@ -85,6 +85,12 @@ export function userDeleted(state: DecisionState, userId: string): DecisionState
   return derive(state, patch, { authChanged: true });
 }
 
+/** An emptied membership list is dropped, as a full build never holds one. */
+function setOrDrop<V>(m: { set(k: string, v: V): unknown; delete(k: string): unknown }, k: string, v: V, size: number): void {
+  if (size) m.set(k, v);
+  else m.delete(k);
+}
+
 /**
  * A membership ended. With `orgId` the user leaves the org, which also drops their roles and
  * departments in it (the schema cascades the same way); with `roleId` / `departmentId` only that
@@ -99,19 +105,21 @@ export function membershipRemoved(state: DecisionState, m: { userId: string; org
       const userOrgs = copyMap(state.userOrgs);
       const next = new Set(orgs);
       next.delete(m.orgId);
-      userOrgs.set(userId, next);
+      setOrDrop(userOrgs, userId, next, next.size);
       patch.userOrgs = userOrgs;
     }
     const roles = state.userRoles.get(userId);
     if (roles?.some((r) => state.roles.get(r)?.orgId === m.orgId)) {
       const userRoles = copyMap(state.userRoles);
-      userRoles.set(userId, roles.filter((r) => state.roles.get(r)?.orgId !== m.orgId));
+      const left = roles.filter((r) => state.roles.get(r)?.orgId !== m.orgId);
+      setOrDrop(userRoles, userId, left, left.length);
       patch.userRoles = userRoles;
     }
     const depts = state.userDepts.get(userId);
     if (depts?.some((d) => state.departments.get(d)?.orgId === m.orgId)) {
       const userDepts = copyMap(state.userDepts);
-      userDepts.set(userId, depts.filter((d) => state.departments.get(d)?.orgId !== m.orgId));
+      const left = depts.filter((d) => state.departments.get(d)?.orgId !== m.orgId);
+      setOrDrop(userDepts, userId, left, left.length);
       patch.userDepts = userDepts;
     }
   }
@@ -119,7 +127,8 @@ export function membershipRemoved(state: DecisionState, m: { userId: string; org
     const roles = patch.userRoles?.get(userId) ?? state.userRoles.get(userId);
     if (roles?.includes(m.roleId)) {
       const userRoles = patch.userRoles ?? copyMap(state.userRoles);
-      userRoles.set(userId, roles.filter((r) => r !== m.roleId));
+      const left = roles.filter((r) => r !== m.roleId);
+      setOrDrop(userRoles, userId, left, left.length);
       patch.userRoles = userRoles;
     }
   }
@@ -127,7 +136,8 @@ export function membershipRemoved(state: DecisionState, m: { userId: string; org
     const depts = patch.userDepts?.get(userId) ?? state.userDepts.get(userId);
     if (depts?.includes(m.departmentId)) {
       const userDepts = patch.userDepts ?? copyMap(state.userDepts);
-      userDepts.set(userId, depts.filter((d) => d !== m.departmentId));
+      const left = depts.filter((d) => d !== m.departmentId);
+      setOrDrop(userDepts, userId, left, left.length);
       patch.userDepts = userDepts;
     }
   }
@@ -314,7 +324,13 @@ export function applyEffect(state: DecisionState, action: string, effect: unknow
     case 'org.user.remove':
     case 'role.subject.remove':
     case 'dept.user.remove':
-      return done(membershipRemoved(state, { userId: need(e, 'user_id'), orgId: optional(e, 'org_id'), roleId: optional(e, 'role_id'), departmentId: optional(e, 'department_id') }));
+      // org_id on a role or department removal only says where: the user stays in the org.
+      return done(membershipRemoved(state, {
+        userId: need(e, 'user_id'),
+        orgId: action === 'org.user.remove' ? optional(e, 'org_id') : null,
+        roleId: optional(e, 'role_id'),
+        departmentId: optional(e, 'department_id'),
+      }));
     case 'auth.delete':
       return done(authDeleted(state, need(e, 'auth_id')));
     case 'auth.replace': {

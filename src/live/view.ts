@@ -99,6 +99,11 @@ export class LiveView<S> {
     }
   }
 
+  /** Swaps in a snapshot the source derived itself (an asynchronous incremental apply). */
+  replace(next: S): void {
+    if (next !== this.value) this.swap(next);
+  }
+
   /**
    * One change signal, as a feed delivers it (also for a writer's own changes).
    * An incremental apply runs even while a reload is in flight: the source must

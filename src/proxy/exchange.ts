@@ -26,6 +26,8 @@ export class Exchange {
   serviceName: string | undefined = undefined;
   /** Instances that may serve the request, best first. */
   instances: InstanceView[] = [];
+  /** Allowed by the TEST permission alone: only production=false instances may serve it. */
+  testOnly = false;
   /** supervisor → base_url, operations → ops_api. */
   targetField: 'base_url' | 'ops_api' = 'base_url';
 

@@ -88,8 +88,7 @@ export function answerFailure(surface: Surface, req: IncomingRequest, res: Respo
 export async function settleView(view: AccessView, sql: postgres.Sql): Promise<void> {
   try {
     const [row] = await sql<{ seq: string }[]>`SELECT seq FROM authz_state`;
-    // A reload already in flight may have read before this commit: at most a few rounds.
-    for (let i = 0; row && view.current.seq < Number(row.seq) && i < 3; i++) await view.view.refresh();
+    if (row) await view.settle(Number(row.seq));
   } catch {
     // the next request sees the change once the view catches up
   }

@@ -20,7 +20,7 @@ import { createPlatformLink, type PlatformLink, type PlatformOptions } from '../
 import { Metrics, startMetricsServer, type MetricsServer } from '../observability/metrics.ts';
 import type { ProxyLogRecord } from '../proxy/index.ts';
 import { AccessView, AuthzStore, Credentials, MemoryLoginLimiter, RedisLoginLimiter, effectiveMasterKeys, eventPayload } from '../access/index.ts';
-import { authorizeDiscovery, authorizePlatform, type AccessDeps } from '../proxy/stages/authorize.ts';
+import { authorizeDiscovery, authorizePlatform, testInstancesOnlyStage, type AccessDeps } from '../proxy/stages/authorize.ts';
 import { captureRevoke } from '../proxy/stages/revoke-capture.ts';
 import { connectRedis, redisFeed, redisUp, type Redis } from '../redis/index.ts';
 import { startSweeper } from '../access/sweeper.ts';
@@ -207,7 +207,7 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
           supervisor: [authorizePlatform(accessDeps, 'supervisor')],
           operations: [authorizePlatform(accessDeps, 'operations'), captureRevoke(authzStore, log)],
         },
-        choose: { discovery: [health.stage], supervisor: [health.stage], operations: [health.stage] },
+        choose: { discovery: [health.stage], supervisor: [testInstancesOnlyStage(), health.stage], operations: [health.stage] },
       },
       retryPolicy: health.retryPolicy,
       idempotency: health.idempotency,

@@ -46,6 +46,8 @@ export interface FakeServiceOptions {
   version?: string;
   title?: string | null;
   description?: string;
+  /** Registers as a production instance (default false). */
+  production?: boolean;
 }
 
 export interface ServiceSeen {
@@ -99,6 +101,7 @@ export class FakeService {
   version: string;
   title: string | null;
   description: string;
+  readonly production: boolean;
   /** Its own connection to the shared ops DB (like the service's Django `ops` database). */
   readonly ops: postgres.Sql;
   readonly repo: SupervisorRepository;
@@ -126,6 +129,7 @@ export class FakeService {
     this.version = opts.version ?? '1.2.3';
     this.title = opts.title === undefined ? `Fake ${opts.name}` : opts.title;
     this.description = opts.description ?? 'fake UtilMeta service for utilmeta-proxy tests';
+    this.production = opts.production ?? false;
     this.ops = postgres({ host: PG_HOST, port: PG_PORT, user: PG_USER, database: opts.opsDatabase, max: 3, onnotice: () => {} });
     this.repo = new SupervisorRepository(this.ops);
     this.tokens = new AccessTokenStore(this.ops);
@@ -219,7 +223,7 @@ export class FakeService {
       description: this.description,
       version: this.version,
       spec_version: SPEC_VERSION,
-      production: false,
+      production: this.production,
       language: 'python',
       language_version: '3.11.2',
       utilmeta_version: '2.9.0',
@@ -256,7 +260,7 @@ export class FakeService {
           server: { ip: '127.0.0.1', mac: '02:fc:00:00:00:01', system: 'linux', hostname: 'fake', cpu_num: 2 },
           version: this.version,
           asynchronous: true,
-          production: false,
+          production: this.production,
           language: 'python',
           utilmeta_version: '2.9.0',
           language_version: '3.11.2',
@@ -287,7 +291,7 @@ export class FakeService {
       version: this.version,
       title: this.title,
       description: this.description,
-      production: false,
+      production: this.production,
       asynchronous: true,
       backend: 'starlette',
       backend_version: '0.26.1',

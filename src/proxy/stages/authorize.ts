@@ -155,5 +155,21 @@ export function authorizePlatform(deps: AccessDeps, type: 'supervisor' | 'operat
     if (svcId === undefined) return;
     const d = decideSupervisor(snap.state, svcId, x.req.method, { sub: p.claims.sub, jti });
     if (d.result === 'DENY') throw jsonReply(d.status, {}, { error: d.message, state: d.state, service: p.service, ...(d.required ? { required: d.required } : {}) }, d.state);
+    x.testOnly = d.testOnly;
+  };
+}
+
+/**
+ * At the choose point of the platform types (their instances are resolved after authorize):
+ * a request the TEST permission alone allowed goes only to non-production instances.
+ */
+export function testInstancesOnlyStage(): Stage {
+  return (x) => {
+    if (!x.testOnly) return;
+    x.instances = x.instances.filter((i) => !i.production);
+    if (x.instances.length === 0) {
+      const name = x.serviceName ?? x.platform?.service ?? '';
+      throw jsonReply(403, {}, { error: `TEST permission only reaches non-production instances, and service '${name}' has none`, state: 'test_instances_only', service: name }, 'test_instances_only');
+    }
   };
 }
