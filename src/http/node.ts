@@ -389,6 +389,7 @@ class NodeServerWebSocket implements ServerWebSocket {
   private needDrain = false;
   private lastSeen = Date.now();
   private pinged = false;
+  private paused = false;
   private readonly afterSend = () => this.checkDrain();
 
   constructor(private readonly handlers: WebSocketHandlers, private readonly highWater: number, private readonly log: Logger | undefined) {}
@@ -444,10 +445,13 @@ class NodeServerWebSocket implements ServerWebSocket {
   }
 
   pause(): void {
+    this.paused = true;
     this.ws?.pause();
   }
 
   resume(): void {
+    this.paused = false;
+    this.seen();
     this.ws?.resume();
   }
 
@@ -455,6 +459,16 @@ class NodeServerWebSocket implements ServerWebSocket {
     const ws = this.ws;
     if (!ws || this.closed) return;
     const quiet = now - this.lastSeen;
+    if (this.paused) {
+      // Nothing is read while paused (not even a pong, nor the client's
+      // going away): a ping every half timeout still finds a dead connection
+      // through the failed write, and a live one is not idle, only held back.
+      if (quiet >= idleMs / 2) {
+        this.lastSeen = now;
+        ws.ping();
+      }
+      return;
+    }
     if (quiet >= idleMs) {
       ws.terminate(); // no frame, not even a pong, for the whole idle timeout
     } else if (quiet >= idleMs / 2 && !this.pinged) {
