@@ -10,7 +10,7 @@ import { createInterface } from 'node:readline';
 import net from 'node:net';
 import { request } from 'undici';
 import postgres from 'postgres';
-import WebSocket from 'ws';
+import WebSocket, { WebSocketServer } from 'ws';
 import type { IncomingMessage } from 'node:http';
 import { freshDatabases, startTestNode, LISTENERS, PG_HOST, PG_PORT, PG_USER, type TestDatabases, type TestNode } from './support/env.ts';
 import { insertInstanceResource, registrationBody } from './support/ops.ts';
@@ -326,6 +326,208 @@ for (const server of LISTENERS) {
       const text = await node.metrics.text();
       assert.match(text, /utilmeta_proxy_websocket_sessions_closed_total\{type="discovery",reason="client"\} [1-9]/);
       assert.match(text, /utilmeta_proxy_websocket_sessions_closed_total\{type="discovery",reason="upstream"\} [1-9]/);
+    });
+  });
+}
+
+for (const server of LISTENERS) {
+  describe(`WebSocket and the access plane (${server} listener)`, () => {
+    let dbs: TestDatabases;
+    let node: TestNode;
+    let up: WsUpstream;
+    let w: World;
+    let sid: number;
+    let url: string;
+
+    before(async () => {
+      dbs = freshDatabases();
+      node = await startAuthzNode(server, dbs, { UTILMETA_PROXY_HEALTH_PROBE_INTERVAL: '0' });
+      up = await startWsUpstream();
+      w = await buildWorld(node);
+      sid = (await registerService(node, 'orders', up.address, { resources: { openapi: OPENAPI } })).serviceId;
+      let r = await v1(node, w.boot.token, 'POST', `/services/${sid}/auth`, { authObjectType: 'USER', authObjectId: Number(w.users.alice.id), permissions: ['VIEW'] });
+      assert.equal(r.status, 200, r.text);
+      r = await v1(node, w.boot.token, 'PATCH', `/services/${sid}/auth/enabled?enabled=true`);
+      assert.equal(r.status, 200, r.text);
+      url = `${node.origin.replace('http', 'ws')}/api/proxy/stream`;
+    });
+    after(async () => {
+      await node?.close();
+      await up?.close();
+      await dbs?.drop();
+    });
+
+    it('an ENFORCE service refuses a handshake without a credential or a permission, before any upgrade', async () => {
+      const n = up.handshakes.length;
+      const anon = await refused(open(url, D('orders')));
+      assert.equal(anon.status, 401);
+      const erin = await refused(open(url, { ...D('orders'), authorization: `Bearer ${w.users.erin.token}` }));
+      assert.equal(erin.status, 403);
+      assert.equal(JSON.parse(erin.body).state, 'permission_denied');
+      assert.equal(up.handshakes.length, n, 'nothing reached the upstream');
+    });
+
+    it('removing the permission closes an open socket with 1008 on both sides', async () => {
+      const c = await open(url, { ...D('orders'), authorization: `Bearer ${w.users.alice.token}` });
+      c.ws.send('allowed');
+      assert.equal((await c.next()).data.toString(), 'allowed');
+      const hs = up.handshakes.at(-1)!;
+      assert.equal(hs.headers.authorization, undefined, 'the umt_ token never reaches the upstream');
+      assert.equal(hs.headers['x-utilmeta-caller-type'], 'user', 'the caller identity headers reach the upstream');
+      const n = up.closes.length;
+      const authId = (await node.db.registry<{ id: string }[]>`SELECT id::text FROM authz_service_auth WHERE user_id = ${w.users.alice.id}`)[0]!.id;
+      const d = await v1(node, w.boot.token, 'DELETE', `/services/auth/${authId}`);
+      assert.equal(d.status, 200, d.text);
+      const closed = await c.closed;
+      assert.equal(closed.code, 1008);
+      assert.equal(closed.reason, 'authorization ended');
+      await until('the upstream close', () => up.closes.length > n);
+      assert.equal(up.closes[n].code, 1008);
+      const rec = await until('the session record', () => node.logs.lines.find((l) => l.msg === 'proxied' && (l.websocket as { closedBy?: string } | undefined)?.closedBy === 'revoked'));
+      assert.equal(rec.status, 101);
+      assert.equal((await refused(open(url, { ...D('orders'), authorization: `Bearer ${w.users.alice.token}` }))).status, 403, 'a new handshake is refused');
+    });
+  });
+}
+
+for (const server of LISTENERS) {
+  describe(`WebSocket in the platform types (${server} listener)`, () => {
+    let sim: PlatformSim;
+    let dbs: TestDatabases;
+    let node: TestNode;
+    let svc: FakeService;
+    let serviceNode: string;
+    let wss: WebSocketServer;
+    const seen: string[] = [];
+
+    before(async () => {
+      sim = await PlatformSim.start({ clusterId: 'cluster-1', callbackMode: 'direct' });
+      dbs = freshDatabases();
+      const port = await deadPort();
+      const baseUrl = `http://127.0.0.1:${port}/api`;
+      sim.proxyBaseUrl = baseUrl;
+      node = await startTestNode(server, dbs, {
+        UTILMETA_PROXY_BIND_PORT: String(port), UTILMETA_PROXY_BASE_URL: baseUrl, UTILMETA_PROXY_SUPERVISOR_BASE_URL: sim.baseUrl,
+        UTILMETA_PROXY_SUPERVISOR_CLUSTER_ID: 'cluster-1', UTILMETA_PROXY_SUPERVISOR_CLUSTER_KEY: sim.clusterPublicKey, UTILMETA_PROXY_LOAD_TIMEOUT: '1',
+        UTILMETA_PROXY_HEALTH_PROBE_INTERVAL: '0',
+      }, { platform: { clientOptions: { retries: 1, timeoutMs: 5000, retryTiming: { minTimeoutMs: 20, maxTimeoutMs: 50 } }, retry: { minTimeout: 50, maxTimeout: 200 } } });
+      await until('the self-connect', () => node.platform.state().connected);
+      svc = await FakeService.start({ name: 'orders', proxyBaseUrl: baseUrl, opsDatabase: dbs.opsName });
+      wss = new WebSocketServer({ noServer: true, perMessageDeflate: false });
+      svc.httpServer.on('upgrade', (req, socket, head) => wss.handleUpgrade(req, socket, head, (ws) => {
+        seen.push(req.url ?? '');
+        ws.on('message', (d, b) => ws.send(d, { binary: b }));
+      }));
+      const r = await svc.register();
+      assert.equal(r.status, 200, r.text);
+      serviceNode = r.json.node_id;
+      assert.ok(serviceNode);
+    });
+    after(async () => {
+      wss?.close();
+      await svc?.close();
+      await node?.close();
+      await sim?.close();
+      await dbs?.drop();
+    });
+
+    it('supervisor and operations need a valid platform JWT, then reach base_url and ops_api', async () => {
+      const url = `${node.origin.replace('http', 'ws')}/api/proxy/live`;
+      const none = await refused(open(url, { 'x-utilmeta-proxy-type': 'supervisor', 'x-utilmeta-node-id': serviceNode }));
+      assert.equal(none.status, 407);
+      assert.equal(JSON.parse(none.body).state, 'token_required');
+      const bad = await refused(open(url, { 'x-utilmeta-proxy-type': 'supervisor', 'x-utilmeta-node-id': serviceNode, authorization: 'Bearer not.a.jwt' }));
+      assert.equal(bad.status, 400);
+      assert.equal(seen.length, 0, 'nothing reached the service');
+
+      const s = await open(url, { 'x-utilmeta-proxy-type': 'supervisor', 'x-utilmeta-node-id': serviceNode, authorization: `Bearer ${await sim.nodeToken(serviceNode)}` });
+      s.ws.send('to base_url');
+      assert.equal((await s.next()).data.toString(), 'to base_url');
+      assert.equal(seen.at(-1), '/api/live');
+      s.ws.close();
+      await s.closed;
+
+      const o = await open(url, { 'x-utilmeta-proxy-type': 'operations', 'x-utilmeta-node-id': serviceNode, authorization: `Bearer ${await sim.nodeToken(serviceNode)}` });
+      o.ws.send(Buffer.from([1, 2]));
+      assert.deepEqual((await o.next()).data, Buffer.from([1, 2]));
+      assert.equal(seen.at(-1), '/api/ops/live');
+      o.ws.close();
+      await o.closed;
+    });
+  });
+}
+
+for (const server of LISTENERS) {
+  describe(`WebSocket and SIGTERM (${server} listener)`, () => {
+    let dbs: TestDatabases;
+    let up: WsUpstream;
+    before(async () => {
+      dbs = freshDatabases();
+      up = await startWsUpstream();
+    });
+    after(async () => {
+      await up?.close();
+      await dbs?.drop();
+    });
+
+    it('SIGTERM closes open WebSockets with 1001 on both sides, and the node exits 0', async () => {
+      const child = spawn(process.execPath, [...CLI_ARGS, 'start'], {
+        env: {
+          PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp',
+          UTILMETA_PROXY_SERVER: server, UTILMETA_PROXY_BIND_HOST: '127.0.0.1', UTILMETA_PROXY_BIND_PORT: '0',
+          UTILMETA_PROXY_BASE_URL: 'http://127.0.0.1:8888/api', UTILMETA_PROXY_LOG_LEVEL: 'info',
+          UTILMETA_PROXY_DB_HOST: PG_HOST, UTILMETA_PROXY_DB_PORT: String(PG_PORT), UTILMETA_PROXY_DB_USER: PG_USER,
+          UTILMETA_PROXY_DB_NAME: dbs.registryName, UTILMETA_PROXY_OPS_DB_NAME: dbs.opsName, UTILMETA_PROXY_DB_POOL_SIZE: '2',
+          UTILMETA_PROXY_HEALTH_PROBE_INTERVAL: '0',
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      const lines: Array<Record<string, unknown>> = [];
+      let stderr = '';
+      child.stderr.on('data', (d) => (stderr += d));
+      const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+      const origin = await new Promise<string>((resolve, reject) => {
+        createInterface({ input: child.stdout }).on('line', (line) => {
+          try {
+            const j = JSON.parse(line) as Record<string, unknown>;
+            lines.push(j);
+            if (j.msg === 'utilmeta-proxy listening') resolve(String(j.address));
+          } catch {
+            /* not JSON */
+          }
+        });
+        child.once('exit', (code) => reject(new Error(`exited ${code}: ${stderr}`)));
+      });
+      try {
+        const ops = postgres({ host: PG_HOST, port: PG_PORT, user: PG_USER, database: dbs.opsName, max: 1, onnotice: () => {} });
+        const res = await insertInstanceResource(ops, { service: 'chat', address: up.address });
+        await ops.end();
+        const reg = await request(`${origin}/api/registry`, {
+          method: 'POST', headers: { 'content-type': 'application/json' },
+          body: JSON.stringify(registrationBody({ name: 'chat', address: up.address, instanceId: res.id })),
+        });
+        assert.equal(reg.statusCode, 200, await reg.body.text());
+        const url = `${origin.replace('http', 'ws')}/api/proxy/live`;
+        const a = await open(url, D('chat'));
+        const b = await open(url, D('chat'));
+        a.ws.send('ping');
+        assert.equal((await a.next()).data.toString(), 'ping');
+        const n = up.closes.length;
+        child.kill('SIGTERM');
+        for (const c of [a, b]) {
+          const closed = await c.closed;
+          assert.equal(closed.code, 1001);
+          assert.equal(closed.reason, 'server shutting down');
+        }
+        assert.equal(await exited, 0, stderr);
+        await until('the upstream closes', () => up.closes.length >= n + 2);
+        assert.deepEqual(up.closes.slice(n).map((c) => c.code), [1001, 1001]);
+        const draining = lines.find((l) => l.msg === 'draining: no new connections; waiting for requests in flight');
+        assert.equal(draining?.webSockets, 2);
+        assert.equal(lines.find((l) => l.msg === 'stopped')?.drained, true);
+      } finally {
+        if (child.exitCode === null) child.kill('SIGKILL');
+      }
     });
   });
 }
