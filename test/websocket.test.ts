@@ -194,6 +194,22 @@ for (const server of LISTENERS) {
       assert.equal(up.closes[n].code, 1001);
     });
 
+    it('a message over WS_MAX_MESSAGE ends the session with 1009, either way', async () => {
+      const c = await open(url('/big'), D('chat'));
+      const n = up.closes.length;
+      c.ws.send(Buffer.alloc(1024 * 1024 + 1));
+      const closed = await c.closed;
+      // This uWS build drops such a client without a close frame.
+      assert.equal(closed.code, server === 'uws' ? 1006 : 1009);
+      await until('the upstream close', () => up.closes.length > n);
+      assert.equal(up.closes[n].code, 1001, 'the upstream learns the client went away');
+      const d = await open(url('/big'), D('chat'));
+      d.ws.send(Buffer.alloc(600 * 1024)); // within the limit: echoed
+      assert.equal((await d.next()).data.length, 600 * 1024);
+      up.sendAll(Buffer.alloc(1024 * 1024 + 1)); // the upstream sends one over the limit
+      assert.deepEqual(await d.closed, { code: 1009, reason: 'upstream message too big' });
+    });
+
     it('an upstream that answers first is relayed (messages are not lost before the client is accepted)', async () => {
       const c = await open(url('/greet'), D('chat'));
       assert.equal((await c.next()).data.toString(), 'hello');

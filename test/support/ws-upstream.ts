@@ -23,6 +23,8 @@ export interface WsUpstream {
   readonly open: number;
   /** Sockets of /api/deaf: paused, they never notice the proxy going away (a test ends them). */
   deaf: Set<WebSocket>;
+  /** Sends one binary message on every open socket. */
+  sendAll(data: Buffer): void;
   /** Closes every socket with this code (upstream-initiated close). */
   closeAll(code: number, reason: string): void;
   close(): Promise<void>;
@@ -50,6 +52,9 @@ export async function startWsUpstream(opts: { pickProtocol?: (offered: Set<strin
     deaf: new Set(),
     get open() {
       return sockets.size;
+    },
+    sendAll(data) {
+      for (const s of sockets) s.send(data, { binary: true });
     },
     closeAll(code, reason) {
       for (const s of sockets) s.close(code, reason);

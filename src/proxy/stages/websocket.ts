@@ -181,6 +181,7 @@ class Relay {
   private graceTimer: NodeJS.Timeout | null = null;
   private lastUpstream = Date.now();
   private pinged = false;
+  private upstreamTooBig = false;
   private resolveEnd!: (s: WebSocketSummary) => void;
   readonly ended = new Promise<WebSocketSummary>((r) => (this.resolveEnd = r));
   private readonly afterUpstreamSend = () => this.checkUpstreamDrain();
@@ -206,7 +207,10 @@ class Relay {
     up.on('message', (data, isBinary) => this.fromUpstream(data as Buffer, isBinary));
     up.on('pong', () => this.heardUpstream());
     up.on('ping', () => this.heardUpstream());
-    up.on('error', () => {}); // the close event follows with 1006
+    up.on('error', (err: Error & { code?: string }) => {
+      // The close event follows with 1006; a message over WS_MAX_MESSAGE is the client's business as 1009.
+      if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') this.upstreamTooBig = true;
+    });
     up.on('close', (code, reason) => this.upstreamClosed(code, reason.toString('utf8')));
     if (up.readyState !== WebSocket.OPEN) return this.upstreamClosed(1006, '');
     up.resume();
@@ -297,8 +301,11 @@ class Relay {
     this.upstreamCode = code;
     this.closedBy ??= 'upstream';
     if (!this.clientDone) {
-      const c = relayCode(code, 'client');
-      this.client.close(c, c === code ? reason : 'upstream connection lost');
+      if (this.upstreamTooBig) this.client.close(1009, 'upstream message too big');
+      else {
+        const c = relayCode(code, 'client');
+        this.client.close(c, c === code ? reason : 'upstream connection lost');
+      }
       this.graceTimer ??= setTimeout(() => this.client.terminate(), CLOSE_GRACE_MS);
     }
     this.maybeEnd();
