@@ -343,6 +343,13 @@ for (const server of LISTENERS) {
       assert.match(text, /utilmeta_proxy_websocket_sessions_closed_total\{type="discovery",reason="client"\} [1-9]/);
       assert.match(text, /utilmeta_proxy_websocket_sessions_closed_total\{type="discovery",reason="upstream"\} [1-9]/);
     });
+
+    it('once a shutdown has closed the sessions, a handshake on a connection still open is a 503', async () => {
+      node.proxy.webSockets.closeAll(1001, 'server shutting down', 'shutdown');
+      const r = await refused(open(url('/late'), D('chat')));
+      assert.equal(r.status, 503);
+      assert.match(JSON.parse(r.body).error, /shutting down/);
+    });
   });
 }
 

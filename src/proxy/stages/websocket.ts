@@ -12,6 +12,7 @@ import type { Exchange, WebSocketSummary } from '../exchange.ts';
 import type { Stage } from '../chain.ts';
 import { HOP_BY_HOP, UpstreamError, classify, isRetryStatus, type Candidate, type ForwardOutcome, type RetryPolicy, type Upstream } from '../upstream.ts';
 import { decorate, sendUpstreamError, upstreamRequestHeaders } from './forward.ts';
+import { DomainError } from '../../core/errors.ts';
 
 export interface WebSocketRelayOptions {
   /** Seconds a side may stay silent (pinged halfway); 0 = never. */
@@ -40,8 +41,12 @@ export class WebSocketSessions {
     return this.open.size;
   }
 
-  /** Closes every session on both sides with `code`. */
+  /** Set by a shutdown: handshakes that still arrive on open connections are refused. */
+  closing = false;
+
+  /** Closes every session on both sides with `code`; a shutdown also refuses new ones from then on. */
   closeAll(code: number, reason: string, closedBy: string): void {
+    if (closedBy === 'shutdown') this.closing = true;
     for (const r of [...this.open]) r.closeBoth(code, reason, closedBy);
   }
 
@@ -336,6 +341,8 @@ class Relay {
 
 export function relayWebSocket(upstream: Upstream, sessions: WebSocketSessions, retryPolicy?: (serviceId: string | undefined) => RetryPolicy | undefined): Stage {
   return async (x) => {
+    // A handshake on a kept-alive connection after the shutdown's 1001 round would outlive the drain.
+    if (sessions.closing) throw new DomainError('unavailable', 'this node is shutting down: open the WebSocket through another node');
     const hs = x.req.upgrade!;
     const headers = headerObject(upstreamRequestHeaders(x));
     const timeoutMs = x.control.timeoutMs;
