@@ -324,6 +324,36 @@ for (const server of LISTENERS) {
       for (const d of up.deaf) d.terminate();
     });
 
+    it('idle timeouts: a client that stops answering pings and an upstream that does are each dropped, and the other side told', async () => {
+      // WS_IDLE_TIMEOUT is 8 s in this suite; uWS checks on a 4 s tick.
+      const silentClient = await open(url('/idle-a'), D('chat'));
+      const n = up.closes.length;
+      silentClient.ws.pause(); // reads nothing, so never answers the proxy's pings
+      const deafUpstream = await open(url('/deaf'), D('chat')); // this client answers pings; its upstream never does
+      const upstreamGone = await deafUpstream.closed;
+      assert.deepEqual(upstreamGone, { code: 1011, reason: 'upstream connection lost' });
+      await until('the silent client dropped and its upstream told', () => up.closes.length > n, 20_000);
+      assert.equal(up.closes[n].code, 1001);
+      const idle = await until('the idle record', () => node.logs.lines.find((l) => l.msg === 'proxied' && (l.websocket as { closedBy?: string } | undefined)?.closedBy === 'idle'));
+      assert.equal(idle.status, 101);
+      silentClient.ws.terminate();
+      for (const d of up.deaf) d.terminate();
+    });
+
+    it('negotiates no extension: an offered permessage-deflate is not accepted', async () => {
+      const ws = new WebSocket(url('/ext'), { headers: D('chat'), perMessageDeflate: true });
+      const opened = new Promise((r) => ws.once('open', r)); // emitted in the same tick as 'upgrade'
+      const res = await new Promise<IncomingMessage>((resolve, reject) => {
+        ws.once('upgrade', resolve);
+        ws.once('error', reject);
+      });
+      assert.equal(res.headers['sec-websocket-extensions'], undefined);
+      assert.equal(up.handshakes.at(-1)!.headers['sec-websocket-extensions'], undefined, 'nothing offered upstream either');
+      await opened;
+      ws.close();
+      await new Promise((r) => ws.once('close', r));
+    });
+
     it('leaves no socket behind: every session closed on both sides, nothing in flight', async () => {
       await until('no open WebSocket at the proxy', () => node.listener.webSockets === 0 && node.proxy.webSockets.size === 0 && node.listener.inFlight === 0);
       await until('no open socket at the upstreams', () => up.open === 0 && up2.open === 0);

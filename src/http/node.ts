@@ -357,7 +357,7 @@ class NodeWebSockets {
     return conn;
   }
 
-  /** Pings a client idle for half the timeout; drops one that stayed silent for all of it. */
+  /** Pings a client idle for half the timeout; drops one that stayed silent for all of it (ws has no keepalive of its own). */
   private startTimer(): void {
     const idle = this.opts.idleTimeoutSeconds * 1000;
     if (this.timer || idle <= 0) return;
