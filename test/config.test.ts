@@ -25,6 +25,12 @@ describe('configuration', () => {
     assert.equal(c.server, 'auto');
   });
 
+  it('reads the WebSocket settings (0 turns the idle timeout off)', () => {
+    assert.deepEqual(parseConfig({}).websocket, { idleTimeout: 60, maxMessage: 1048576, maxBuffer: 8388608 });
+    assert.equal(parseConfig({ UTILMETA_PROXY_WS_IDLE_TIMEOUT: '0' }).websocket.idleTimeout, 0);
+    assert.equal(parseConfig({ UTILMETA_PROXY_WS_IDLE_TIMEOUT: '8' }).websocket.idleTimeout, 8);
+  });
+
   it('takes the port from BASE_URL unless BIND_PORT is set', () => {
     assert.equal(parseConfig({ UTILMETA_PROXY_BASE_URL: 'http://10.0.0.2:9001/api' }).bindPort, 9001);
     assert.equal(parseConfig({ UTILMETA_PROXY_BASE_URL: 'http://10.0.0.2:9001/api', UTILMETA_PROXY_BIND_PORT: '7000' }).bindPort, 7000);
@@ -43,6 +49,8 @@ describe('configuration', () => {
       [{ UTILMETA_PROXY_DEFAULT_TIMEOUT: '30', UTILMETA_PROXY_MAX_TIMEOUT: '10' }, /^UTILMETA_PROXY_MAX_TIMEOUT: must be >= DEFAULT_TIMEOUT/],
       [{ UTILMETA_PROXY_OPS_SCHEMA: '3.0' }, /^UTILMETA_PROXY_OPS_SCHEMA: expected one of 2.9, 2.8/],
       [{ UTILMETA_PROXY_DB_NAME: 'x; drop' }, /^UTILMETA_PROXY_DB_NAME: expected a PostgreSQL database name/],
+      [{ UTILMETA_PROXY_WS_IDLE_TIMEOUT: '5' }, /^UTILMETA_PROXY_WS_IDLE_TIMEOUT: expected 0 or an integer from 8 to 86400, got '5'$/],
+      [{ UTILMETA_PROXY_WS_MAX_MESSAGE: '10' }, /^UTILMETA_PROXY_WS_MAX_MESSAGE: expected an integer from 125 to/],
     ];
     for (const [env, pattern] of cases) {
       assert.throws(() => parseConfig(env), (err: Error) => err instanceof ConfigError && pattern.test(err.message) && !err.message.includes('\n'));

@@ -23,15 +23,16 @@ function req(headers: Record<string, string>, extra: Partial<IncomingRequest> = 
     header: (n: string) => list.find(([k]) => k === n)?.[1],
     body: () => { throw new Error('no body'); },
     readBody: async () => Buffer.alloc(0),
+    upgrade: null,
     ...extra,
-  };
+  } as IncomingRequest;
 }
 
 function res() {
   const out: { status?: number; headers?: HeaderList; body?: string } = {};
   const w: ResponseWriter = {
     aborted: false, onAborted() {}, send(status, headers, body) { Object.assign(out, { status, headers, body: body?.toString() }); },
-    writeHead() {}, write: () => true, onDrain() {}, end() {}, abort() {},
+    writeHead() {}, write: () => true, onDrain() {}, end() {}, abort() {}, acceptWebSocket: () => null,
   };
   return { w, out, header: (n: string) => out.headers?.find(([k]) => k === n)?.[1] };
 }

@@ -8,6 +8,7 @@ import { Readable, Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pino from 'pino';
 import { Client, request } from 'undici';
+import WebSocket from 'ws';
 import { listen, uwsAvailable } from '../src/http/listen.ts';
 import { BodyTooLargeError, type Handler, type IncomingRequest, type Listener, type ResponseWriter } from '../src/http/types.ts';
 
@@ -543,3 +544,140 @@ describe('listener selection', () => {
     }
   });
 });
+
+// The WebSocket half of the contract: req.upgrade, acceptWebSocket, the
+// ServerWebSocket and closeWebSockets, identical on both adapters.
+for (const kind of ['uws', 'node'] as const) {
+  describe(`${kind} listener: WebSockets`, () => {
+    let l: Listener;
+    let calls = 0;
+    const seen: Array<{ path: string; upgrade: IncomingRequest['upgrade'] }> = [];
+    const closes: Array<[number, string]> = [];
+    let drains = 0;
+    let sawFalse = false;
+    const HIGH = 64 * 1024;
+
+    before(async () => {
+      if (kind === 'uws' && !uwsAvailable()) return;
+      l = await listen((req, res) => {
+        calls++;
+        seen.push({ path: req.path, upgrade: req.upgrade });
+        if (!req.upgrade || req.path === '/refuse') return res.send(403, [['content-type', 'application/json']], '{"error":"no"}');
+        const sock = res.acceptWebSocket({ protocol: req.upgrade.protocols.at(-1), headers: [['x-accepted', 'yes']] }, {
+          message: (data, binary) => {
+            if (!binary && data.toString().startsWith('flood:')) {
+              // 4 MiB towards a client that may not read: send() must report backpressure.
+              for (let i = 0; i < 64; i++) if (!sock!.send(Buffer.alloc(64 * 1024, i), true)) sawFalse = true;
+              return;
+            }
+            sock!.send(data, binary);
+          },
+          drain: () => void drains++,
+          close: (code, reason) => void closes.push([code, reason]),
+        });
+      }, { host: '127.0.0.1', port: 0, server: kind, websocket: { idleTimeoutSeconds: 0, maxPayloadLength: 1 * MB, highWaterMark: HIGH } });
+    });
+    after(async () => {
+      await l?.close();
+    });
+
+    const connect = (path: string, protocols: string[] = []) => new Promise<{ ws: WebSocket; headers: Record<string, unknown> }>((resolve, reject) => {
+      const ws = new WebSocket(`ws://127.0.0.1:${l.port}${path}`, protocols, { perMessageDeflate: false });
+      let headers: Record<string, unknown> = {};
+      ws.once('upgrade', (r) => (headers = r.headers));
+      ws.once('open', () => resolve({ ws, headers }));
+      ws.once('unexpected-response', (_q, r) => reject(Object.assign(new Error(String(r.statusCode)), { status: r.statusCode })));
+      ws.once('error', reject);
+    });
+    const nextMessage = (ws: WebSocket) => new Promise<[Buffer, boolean]>((r) => ws.once('message', (d, b) => r([d as Buffer, b])));
+    const closed = (ws: WebSocket) => new Promise<[number, string]>((r) => ws.once('close', (c, reason) => r([c, reason.toString()])));
+
+    it('hands the handshake to the handler and accepts it with the chosen protocol and extra headers', T, async (t) => {
+      if (!l) return t.skip('uWebSockets.js not available');
+      const { ws, headers } = await connect('/chat', ['a', 'b']);
+      assert.equal(ws.protocol, 'b');
+      assert.equal(headers['x-accepted'], 'yes');
+      const hs = seen.at(-1)!.upgrade!;
+      assert.equal(hs.version, '13');
+      assert.deepEqual(hs.protocols, ['a', 'b']);
+      assert.match(hs.key, /^[A-Za-z0-9+/]{22}==$/);
+      assert.equal(l.webSockets, 1);
+      assert.equal(l.inFlight, 1, 'an open WebSocket counts in flight once');
+      ws.send('text');
+      assert.deepEqual(await nextMessage(ws), [Buffer.from('text'), false]);
+      ws.send(Buffer.from([0, 255]));
+      assert.deepEqual(await nextMessage(ws), [Buffer.from([0, 255]), true]);
+      const done = closed(ws);
+      ws.close(4005, 'bye now');
+      await done;
+      await until(() => closes.length > 0);
+      assert.deepEqual(closes.at(-1), [4005, 'bye now']);
+      await until(() => l.webSockets === 0 && l.inFlight === 0);
+    });
+
+    it('a plain answer refuses the handshake; a bad handshake never reaches the handler', T, async (t) => {
+      if (!l) return t.skip('uWebSockets.js not available');
+      await assert.rejects(connect('/refuse'), (e: { status?: number }) => e.status === 403);
+      const before = calls;
+      const r = await rawRequest(l.port, 'GET /x HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: short\r\nSec-WebSocket-Version: 13\r\n\r\n');
+      assert.match(r, /^HTTP\/1\.1 400 /);
+      const v = await rawRequest(l.port, 'GET /x HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 7\r\n\r\n');
+      assert.match(v, /^HTTP\/1\.1 426 /);
+      assert.match(v, /sec-websocket-version: 13/i);
+      assert.equal(calls, before, 'the handler never saw them');
+      // An ordinary request has no handshake.
+      const plain = await request(`http://127.0.0.1:${l.port}/plain`);
+      await plain.body.text();
+      assert.equal(seen.at(-1)!.upgrade, null);
+    });
+
+    it('send() reports backpressure past the high-water mark and drain follows once the client reads', T, async (t) => {
+      if (!l) return t.skip('uWebSockets.js not available');
+      const { ws } = await connect('/flood');
+      ws.pause();
+      drains = 0;
+      sawFalse = false;
+      ws.send('flood:');
+      await until(() => sawFalse);
+      let got = 0;
+      ws.on('message', (d: Buffer) => void (got += d.length));
+      ws.resume();
+      await until(() => got === 64 * 64 * 1024);
+      await until(() => drains > 0);
+      ws.close();
+      await closed(ws);
+    });
+
+    it('closeWebSockets() closes every open socket with its code', T, async (t) => {
+      if (!l) return t.skip('uWebSockets.js not available');
+      const a = await connect('/a');
+      const b = await connect('/b');
+      assert.equal(l.webSockets, 2);
+      const ca = closed(a.ws);
+      const cb = closed(b.ws);
+      l.closeWebSockets(1001, 'going away');
+      assert.deepEqual(await ca, [1001, 'going away']);
+      assert.deepEqual(await cb, [1001, 'going away']);
+      await until(() => l.webSockets === 0 && l.inFlight === 0);
+    });
+  });
+}
+
+async function until(fn: () => boolean, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!fn()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await sleep(20);
+  }
+}
+
+function rawRequest(port: number, text: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, '127.0.0.1', () => s.write(text));
+    let out = '';
+    s.on('data', (d) => (out += d.toString('latin1')));
+    s.on('close', () => resolve(out));
+    s.on('error', reject);
+    s.setTimeout(5000, () => s.destroy());
+  });
+}

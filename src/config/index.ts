@@ -43,6 +43,7 @@ export interface Config {
   health: HealthConfig;
   /** ms: how long in-flight requests may take to finish after SIGTERM */
   drainTimeout: number;
+  websocket: WebSocketConfig;
   db: DbConfig;
   supervisor: {
     baseUrl: string | null;
@@ -57,6 +58,16 @@ export interface Config {
   /** Serve the operator web console at /console/ (UTILMETA_PROXY_CONSOLE). */
   console: boolean;
   envFile: string | null;
+}
+
+/** Proxied WebSockets. */
+export interface WebSocketConfig {
+  /** seconds without a frame before a side is pinged, then dropped; 0 = never */
+  idleTimeout: number;
+  /** largest message relayed, bytes */
+  maxMessage: number;
+  /** bytes buffered towards a slow upstream before the session closes with 1013 (uWS listener) */
+  maxBuffer: number;
 }
 
 /** Active health checks and passive ejection. */
@@ -123,6 +134,9 @@ export const VARIABLES: Array<{ name: string; default: string; help: string; gro
   { group: 'Proxy', name: 'UPSTREAM_KEEPALIVE', default: '4000', help: 'Idle keep-alive time for upstream connections, in ms (keep below the upstream server’s own timeout).' },
   { group: 'Proxy', name: 'UPSTREAM_CLIENT', default: 'h1', help: 'h1: the built-in keep-alive HTTP/1.1 client carries plain-http requests whose body is absent or buffered (undici carries streamed uploads and https); undici: undici carries everything.' },
   { group: 'Proxy', name: 'CORS_MAX_AGE', default: '86400', help: 'Access-Control-Max-Age for preflight responses, in seconds.' },
+  { group: 'Proxy', name: 'WS_IDLE_TIMEOUT', default: '60', help: 'Seconds a proxied WebSocket side (client or upstream) may stay silent: it is pinged halfway and dropped at the end without an answer. 0 or 8 to 86400 (the uWebSockets.js listener counts in steps of about 4 s).' },
+  { group: 'Proxy', name: 'WS_MAX_MESSAGE', default: '1048576', help: 'Largest WebSocket message relayed, in bytes, either way; a larger one closes the session with 1009.' },
+  { group: 'Proxy', name: 'WS_MAX_BUFFER', default: '8388608', help: 'Bytes of client messages held for a slow upstream WebSocket before the session closes with 1013 (uWebSockets.js listener; node:http stops reading the client instead).' },
   { group: 'Proxy', name: 'REGISTRY_REFRESH', default: '30', help: 'Seconds between full reloads of the in-memory registry (changes also arrive at once via LISTEN/NOTIFY).' },
   { group: 'Health', name: 'HEALTH_PROBE_INTERVAL', default: '10000', help: 'Milliseconds between active probes of each instance (jittered ±20%); only one node of the cluster probes (Redis lock, else PostgreSQL advisory lock). 0 turns active checks off.' },
   { group: 'Health', name: 'HEALTH_PROBE_TIMEOUT', default: '2000', help: 'Milliseconds a probe may take; slower counts as failed.' },
@@ -273,6 +287,7 @@ export function parseConfig(env: Env, envFile: string | null = null): Config {
     registryRefresh: r.num('REGISTRY_REFRESH', 30, 0.1, 86400),
     health: parseHealth(r),
     drainTimeout: r.int('DRAIN_TIMEOUT', 30_000, 0, 3600_000),
+    websocket: parseWebSocket(r),
     db: {
       host: r.str('DB_HOST'),
       port: r.int('DB_PORT', 5432, 1, 65535),
@@ -298,6 +313,14 @@ export function parseConfig(env: Env, envFile: string | null = null): Config {
     console: r.bool('CONSOLE', true),
     envFile,
   };
+}
+
+function parseWebSocket(r: Reader): WebSocketConfig {
+  const idleTimeout = r.int('WS_IDLE_TIMEOUT', 60, 0, 86400);
+  // uWebSockets.js refuses idle timeouts from 1 to 7 s.
+  if (idleTimeout > 0 && idleTimeout < 8) r.fail('WS_IDLE_TIMEOUT', '0 or an integer from 8 to 86400', String(idleTimeout));
+  const maxMessage = r.int('WS_MAX_MESSAGE', 1024 * 1024, 125, 256 * 1024 * 1024);
+  return { idleTimeout, maxMessage, maxBuffer: r.int('WS_MAX_BUFFER', 8 * 1024 * 1024, 64 * 1024, 2 ** 31) };
 }
 
 function parseHealth(r: Reader): HealthConfig {

@@ -2,7 +2,7 @@
 // the same request/response behaviour to the handler.
 import { STATUS_CODES } from 'node:http';
 import type { Logger } from 'pino';
-import { BodyTooLargeError, type HeaderList, type IncomingRequest, type ListenerKind } from './types.ts';
+import { BodyTooLargeError, type HeaderList, type IncomingRequest, type ListenerKind, type WebSocketHandshake } from './types.ts';
 
 const statusLines: string[] = [];
 
@@ -350,6 +350,7 @@ export class ListenerRequest implements IncomingRequest {
     readonly remoteAddress: string,
     /** null when the request declares no body. */
     private readonly bodyQueue: BodyQueue | null,
+    readonly upgrade: WebSocketHandshake | null = null,
   ) {}
 
   get hasBody(): boolean {

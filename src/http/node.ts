@@ -1,9 +1,14 @@
 // node:http listener: the fallback when uWS cannot load (or server = 'node').
 // Same behaviour as the uWS adapter from the handler's point of view.
-import http, { type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import http, { type IncomingMessage, ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
-import type { Handler, HeaderList, ListenOptions, Listener, ResponseWriter } from './types.ts';
+import { WebSocketServer, type WebSocket } from 'ws';
+import type {
+  AcceptWebSocket, Handler, HeaderList, ListenOptions, Listener, ResponseWriter, ServerWebSocket, WebSocketHandlers, WebSocketHandshake, WebSocketOptions,
+} from './types.ts';
+import { checkHandshake, clipReason, handshakeErrorBody, handshakeErrorHeaders, isSendableCloseCode, OpenSockets, websocketOptions, type HandshakeError } from './websocket-util.ts';
 import {
   runSafely,
   withinDeclared,
@@ -19,6 +24,7 @@ import {
   mayReportLength,
   unwrapMapped,
   InFlight,
+  assertValidHeader,
 } from './listener-util.ts';
 
 const NO_HEADERS: HeaderList = [];
@@ -33,7 +39,16 @@ function flatHeaders(headers: HeaderList): string[] {
   return flat;
 }
 
+/** What accepting a WebSocket on node:http needs: the upgrade event's socket and its first bytes. */
+interface UpgradeContext {
+  ws: NodeWebSockets;
+  req: IncomingMessage;
+  socket: Duplex;
+  head: Buffer;
+}
+
 class NodeResponse implements ResponseWriter {
+  upgrade: UpgradeContext | null = null;
   private gone = false;
   private ended = false;
   private started = false;
@@ -48,7 +63,7 @@ class NodeResponse implements ResponseWriter {
     private readonly isHead: boolean,
     private readonly body: BodyQueue | null,
     private readonly log: Logger | undefined,
-    done: () => void,
+    private readonly done: () => void,
   ) {
     res.once('close', () => {
       done();
@@ -142,6 +157,20 @@ class NodeResponse implements ResponseWriter {
     this.res.destroy();
   }
 
+  acceptWebSocket(opts: AcceptWebSocket, handlers: WebSocketHandlers): ServerWebSocket | null {
+    const u = this.upgrade;
+    if (!u || this.gone || this.started) return null;
+    const extra = opts.headers ?? NO_HEADERS;
+    for (const [k, v] of extra) assertValidHeader(k, v);
+    this.started = this.ended = true;
+    // From here the socket is the WebSocket's: its close is the socket's end, not an abort.
+    this.abortCbs = null;
+    this.drainCb = null;
+    this.finish();
+    this.done(); // the WebSocket counts in flight on its own
+    return u.ws.accept(u, opts.protocol ?? null, extra, handlers);
+  }
+
   fail(err: unknown): void {
     this.log?.error({ err }, 'request handler failed');
     if (this.gone || this.res.writableEnded) return;
@@ -166,7 +195,7 @@ class NodeResponse implements ResponseWriter {
   }
 
   private handleAborted(): void {
-    if (this.gone) return;
+    if (this.gone || (this.upgrade && this.ended)) return;
     this.gone = true;
     this.body?.fail(new ClientAbortedError());
     const cbs = this.abortCbs;
@@ -179,11 +208,17 @@ class NodeResponse implements ResponseWriter {
 
 }
 
-function onRequest(req: IncomingMessage, res: ServerResponse, handler: Handler, log: Logger | undefined, inFlight: InFlight): void {
+interface Head {
+  path: string;
+  query: string;
+  headers: Array<readonly [string, string]>;
+  contentLength: string | undefined;
+  chunked: boolean;
+}
+
+function readHead(req: IncomingMessage): Head {
   const url = req.url ?? '/';
   const q = url.indexOf('?');
-  const path = q === -1 ? url : url.slice(0, q);
-  const query = q === -1 ? '' : url.slice(q + 1);
   const raw = req.rawHeaders;
   const headers: Array<readonly [string, string]> = new Array(raw.length >> 1);
   let contentLength: string | undefined;
@@ -194,6 +229,22 @@ function onRequest(req: IncomingMessage, res: ServerResponse, handler: Handler, 
     if (k === 'content-length') contentLength ??= raw[i + 1];
     else if (k === 'transfer-encoding') chunked = true;
   }
+  return { path: q === -1 ? url : url.slice(0, q), query: q === -1 ? '' : url.slice(q + 1), headers, contentLength, chunked };
+}
+
+function refuseHandshake(res: ServerResponse, e: HandshakeError, isHead: boolean): void {
+  const text = isHead ? '' : handshakeErrorBody(e);
+  const flat = ['content-type', 'application/json', 'connection', 'close', 'content-length', String(Buffer.byteLength(text))];
+  for (const [k, v] of handshakeErrorHeaders(e)) flat.push(k, v);
+  res.writeHead(e.status, flat);
+  res.end(text);
+}
+
+function onRequest(
+  req: IncomingMessage, res: ServerResponse, handler: Handler, log: Logger | undefined, inFlight: InFlight,
+  upgrade: { ws: NodeWebSockets; socket: Duplex; head: Buffer } | null = null,
+): void {
+  const { path, query, headers, contentLength, chunked } = readHead(req);
   // First, before anything reads the body; the connection is closed after the answer.
   const bad = framingError(headers);
   if (bad) {
@@ -203,6 +254,16 @@ function onRequest(req: IncomingMessage, res: ServerResponse, handler: Handler, 
     return;
   }
   const declared = chunked ? -1 : declaredLength(contentLength);
+  // The same handshake check as the uWS adapter: a bad handshake never reaches the handler.
+  const hs = checkHandshake(req.method ?? 'GET', headers, chunked || declared > 0);
+  let handshake: WebSocketHandshake | null = null;
+  if (hs) {
+    if ('error' in hs) return refuseHandshake(res, hs.error, req.method === 'HEAD');
+    if (upgrade && req.httpVersion !== '1.1') return refuseHandshake(res, { status: 400, message: 'a WebSocket handshake needs HTTP/1.1' }, false);
+    // Only the upgrade event can hand the socket over (node sends a handshake
+    // without Connection: Upgrade to the request event; checkHandshake refused it).
+    if (upgrade) handshake = hs.handshake;
+  }
   let body: BodyQueue | null = null;
   if (chunked || declared > 0) {
     body = new BodyQueue(
@@ -224,7 +285,8 @@ function onRequest(req: IncomingMessage, res: ServerResponse, handler: Handler, 
     );
   }
   const out = new NodeResponse(res, req.method === 'HEAD', body, log, inFlight.begin());
-  const request = new ListenerRequest('node', req.method ?? 'GET', path, query, headers, unwrapMapped(req.socket.remoteAddress), body);
+  if (handshake && upgrade) out.upgrade = { ws: upgrade.ws, req, socket: upgrade.socket, head: upgrade.head };
+  const request = new ListenerRequest('node', req.method ?? 'GET', path, query, headers, unwrapMapped(req.socket.remoteAddress), body, handshake);
   try {
     const p = handler(request, out);
     if (p && typeof p.then === 'function') p.then(undefined, (err: unknown) => out.fail(err));
@@ -233,14 +295,214 @@ function onRequest(req: IncomingMessage, res: ServerResponse, handler: Handler, 
   }
 }
 
+/**
+ * An `upgrade` event: the request goes through the same path as any other, with
+ * a ServerResponse bound to the raw socket so that a refusal or a relayed
+ * non-101 answer is an ordinary HTTP response (the connection closes after it).
+ */
+function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, handler: Handler, log: Logger | undefined, inFlight: InFlight, ws: NodeWebSockets): void {
+  socket.on('error', () => {}); // a reset while the handshake is pending: the close event does the rest
+  const res = new ServerResponse(req);
+  res.shouldKeepAlive = false;
+  res.assignSocket(socket as Socket);
+  // Not handed to a WebSocket: close once the answer is out (there is no parser left on this socket).
+  res.on('finish', () => (socket as Socket).destroySoon());
+  onRequest(req, res, handler, log, inFlight, { ws, socket, head });
+}
+
+/** Symbol on the IncomingMessage: the subprotocol the handler chose. */
+const CHOSEN = Symbol('utilmeta-proxy.ws-protocol');
+
+/** The accepted WebSockets of one node:http listener (ws in noServer mode), with their idle pings. */
+class NodeWebSockets {
+  readonly open = new OpenSockets<NodeServerWebSocket>();
+  private readonly wss: WebSocketServer;
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(readonly opts: WebSocketOptions, private readonly inFlight: InFlight, private readonly log: Logger | undefined) {
+    this.wss = new WebSocketServer({
+      noServer: true,
+      clientTracking: false,
+      // No extension is negotiated on either listener (uWS here runs without compression too).
+      perMessageDeflate: false,
+      maxPayload: opts.maxPayloadLength,
+      handleProtocols: (_offered, req) => (req as IncomingMessage & { [CHOSEN]?: string | null })[CHOSEN] ?? false,
+    });
+  }
+
+  accept(u: UpgradeContext, protocol: string | null, headers: HeaderList, handlers: WebSocketHandlers): ServerWebSocket | null {
+    (u.req as IncomingMessage & { [CHOSEN]?: string | null })[CHOSEN] = protocol;
+    const conn = new NodeServerWebSocket(handlers, this.opts.highWaterMark, this.log);
+    const onHeaders = (lines: string[]) => {
+      for (const [k, v] of headers) lines.push(`${k}: ${v}`);
+    };
+    this.wss.once('headers', onHeaders);
+    const done = this.inFlight.begin();
+    try {
+      this.wss.handleUpgrade(u.req, u.socket, u.head, (ws) => conn.attach(ws));
+    } finally {
+      this.wss.off('headers', onHeaders);
+    }
+    if (!conn.attached) {
+      done();
+      return null; // the socket was already gone
+    }
+    this.open.add(conn);
+    conn.onEnd = () => {
+      this.open.delete(conn);
+      done();
+      if (this.open.size === 0) this.stopTimer();
+    };
+    this.startTimer();
+    return conn;
+  }
+
+  /** Pings a client idle for half the timeout; drops one that stayed silent for all of it (ws has no keepalive of its own). */
+  private startTimer(): void {
+    const idle = this.opts.idleTimeoutSeconds * 1000;
+    if (this.timer || idle <= 0) return;
+    this.timer = setInterval(() => {
+      const now = Date.now();
+      for (const c of this.open.set) c.tick(now, idle);
+    }, Math.max(250, Math.floor(idle / 4)));
+    this.timer.unref();
+  }
+
+  private stopTimer(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  close(): void {
+    this.stopTimer();
+    for (const c of [...this.open.set]) c.terminate();
+  }
+}
+
+/** ServerWebSocket over a `ws` WebSocket. */
+class NodeServerWebSocket implements ServerWebSocket {
+  attached = false;
+  onEnd: (() => void) | null = null;
+  readonly canPause = true;
+  private ws: WebSocket | null = null;
+  private closed = false;
+  private needDrain = false;
+  private lastSeen = Date.now();
+  private pinged = false;
+  private paused = false;
+  private readonly afterSend = () => this.checkDrain();
+
+  constructor(private readonly handlers: WebSocketHandlers, private readonly highWater: number, private readonly log: Logger | undefined) {}
+
+  attach(ws: WebSocket): void {
+    this.ws = ws;
+    this.attached = true;
+    ws.on('message', (data, isBinary) => {
+      this.seen();
+      this.handlers.message(data as Buffer, isBinary);
+    });
+    ws.on('pong', () => this.seen());
+    ws.on('ping', () => this.seen());
+    ws.on('error', (err) => this.log?.debug({ err }, 'websocket client error'));
+    ws.on('close', (code, reason) => {
+      this.closed = true;
+      this.onEnd?.();
+      try {
+        this.handlers.close(code, reason.toString('utf8'));
+      } catch (err) {
+        this.log?.error({ err }, 'websocket close handler failed');
+      }
+    });
+  }
+
+  get protocol(): string {
+    return this.ws?.protocol ?? '';
+  }
+
+  get bufferedAmount(): number {
+    return this.ws?.bufferedAmount ?? 0;
+  }
+
+  send(data: Buffer, binary: boolean): boolean {
+    const ws = this.ws;
+    if (!ws || this.closed || ws.readyState !== 1) return true;
+    const over = ws.bufferedAmount + data.length > this.highWater;
+    if (over) this.needDrain = true;
+    // The callback runs once the socket took the frame: how drain is learnt without ws internals.
+    ws.send(data, { binary }, this.needDrain ? this.afterSend : undefined);
+    return !over;
+  }
+
+  close(code?: number, reason = ''): void {
+    const ws = this.ws;
+    if (!ws || this.closed) return;
+    if (code === undefined || !isSendableCloseCode(code)) ws.close();
+    else ws.close(code, clipReason(reason));
+  }
+
+  terminate(): void {
+    if (!this.closed) this.ws?.terminate();
+  }
+
+  pause(): void {
+    this.paused = true;
+    this.ws?.pause();
+  }
+
+  resume(): void {
+    this.paused = false;
+    this.seen();
+    this.ws?.resume();
+  }
+
+  tick(now: number, idleMs: number): void {
+    const ws = this.ws;
+    if (!ws || this.closed) return;
+    const quiet = now - this.lastSeen;
+    if (this.paused) {
+      // Nothing is read while paused (not even a pong, nor the client's
+      // going away): a ping every half timeout still finds a dead connection
+      // through the failed write, and a live one is not idle, only held back.
+      if (quiet >= idleMs / 2) {
+        this.lastSeen = now;
+        ws.ping();
+      }
+      return;
+    }
+    if (quiet >= idleMs) {
+      ws.terminate(); // no frame, not even a pong, for the whole idle timeout
+    } else if (quiet >= idleMs / 2 && !this.pinged) {
+      this.pinged = true;
+      ws.ping();
+    }
+  }
+
+  private seen(): void {
+    this.lastSeen = Date.now();
+    this.pinged = false;
+  }
+
+  private checkDrain(): void {
+    if (!this.needDrain || this.closed || this.bufferedAmount > this.highWater / 2) return;
+    this.needDrain = false;
+    try {
+      this.handlers.drain();
+    } catch (err) {
+      this.log?.error({ err }, 'websocket drain handler failed');
+    }
+  }
+}
+
 export function listenNode(handler: Handler, opts: ListenOptions, log?: Logger): Promise<Listener> {
   const inFlight = new InFlight();
+  const sockets = new NodeWebSockets(websocketOptions(opts.websocket), inFlight, log);
   let stopping = false;
   const server = http.createServer((req, res) => {
     // While draining, answers end their connection so that clients move on.
     if (stopping) res.shouldKeepAlive = false;
     onRequest(req, res, handler, log, inFlight);
   });
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => onUpgrade(req, socket, head, handler, log, inFlight, sockets));
   server.keepAliveTimeout = 5000;
   return new Promise((resolve, reject) => {
     server.once('error', reject);
@@ -256,6 +518,10 @@ export function listenNode(handler: Handler, opts: ListenOptions, log?: Logger):
         get inFlight() {
           return inFlight.count;
         },
+        get webSockets() {
+          return sockets.open.size;
+        },
+        closeWebSockets: (code: number, reason: string) => sockets.open.closeAll(code, reason),
         stopAccepting: async () => {
           if (stopping) return;
           stopping = true;
@@ -267,6 +533,7 @@ export function listenNode(handler: Handler, opts: ListenOptions, log?: Logger):
         drained: (timeoutMs: number) => inFlight.drained(timeoutMs),
         close: () => {
           closing ??= new Promise<void>((done) => server.close(() => done()));
+          sockets.close(); // upgraded sockets are no longer the server's connections
           server.closeAllConnections(); // keep-alive sockets would otherwise hold close() open
           return closing;
         },

@@ -30,6 +30,72 @@ export interface IncomingRequest {
   body(limit: number): AsyncIterable<Buffer>;
   /** Buffers the whole body. Rejects with BodyTooLargeError past `limit` bytes. */
   readBody(limit: number): Promise<Buffer>;
+  /**
+   * Set when the request is a WebSocket opening handshake (`Upgrade: websocket`)
+   * that the listener found valid; null for every other request. A handshake the
+   * listener finds invalid never reaches the handler (400, or 426 for a version).
+   */
+  readonly upgrade: WebSocketHandshake | null;
+}
+
+/** A valid WebSocket opening handshake (RFC 6455 §4.2.1). */
+export interface WebSocketHandshake {
+  /** Sec-WebSocket-Key: base64 of 16 bytes. */
+  readonly key: string;
+  /** Sec-WebSocket-Version: always '13'. */
+  readonly version: string;
+  /** Sec-WebSocket-Protocol tokens, in the client's order ([] when none). */
+  readonly protocols: readonly string[];
+  /** Sec-WebSocket-Extensions as received ('' when absent). The listener accepts none of them. */
+  readonly extensions: string;
+}
+
+/** What the handler tells the listener when it accepts a WebSocket. */
+export interface AcceptWebSocket {
+  /** The subprotocol to answer with (one the client offered), or none. */
+  protocol?: string;
+  /** Extra headers on the 101 response. */
+  headers?: HeaderList;
+}
+
+/** Events of an accepted WebSocket, called by the listener. */
+export interface WebSocketHandlers {
+  /** One complete message (fragments joined). The buffer is owned by the callee. */
+  message(data: Buffer, binary: boolean): void;
+  /** After send() returned false: the buffered amount fell back below the low-water mark. */
+  drain(): void;
+  /**
+   * Once, when the connection is gone: `code` as the client sent it (1005: a
+   * close frame without a code; 1006: no close frame, the connection dropped or
+   * timed out).
+   */
+  close(code: number, reason: string): void;
+}
+
+/** The client side of an accepted WebSocket. Methods are no-ops once closed. */
+export interface ServerWebSocket {
+  /** The negotiated subprotocol ('' when none). */
+  readonly protocol: string;
+  /** Bytes accepted by send() that the socket has not taken yet. */
+  readonly bufferedAmount: number;
+  /**
+   * Sends one message. Returns false once bufferedAmount is over the high-water
+   * mark: the caller should stop and wait for `drain` (the message was queued,
+   * not dropped).
+   */
+  send(data: Buffer, binary: boolean): boolean;
+  /** Starts the close handshake; `code` must be valid to send (1000–1003, 1007–1014, 3000–4999) or undefined for none. */
+  close(code?: number, reason?: string): void;
+  /** Drops the connection without a close handshake. */
+  terminate(): void;
+  /**
+   * Whether pause() really stops reading from the client. node:http can; this
+   * uWebSockets.js build cannot (its WebSocket has no pause), so there a caller
+   * bounds what it buffers instead.
+   */
+  readonly canPause: boolean;
+  pause(): void;
+  resume(): void;
 }
 
 export type HeaderList = Array<readonly [string, string]>;
@@ -62,6 +128,13 @@ export interface ResponseWriter {
    * after the head went out, so the client sees a truncated response, not a short one.
    */
   abort(): void;
+  /**
+   * Answers a WebSocket handshake (`req.upgrade`) with 101 and hands over the
+   * connection. Returns null when the request is not a handshake, the client
+   * went away, or a response was already started. To refuse, use send() instead:
+   * the connection then closes after the answer.
+   */
+  acceptWebSocket(opts: AcceptWebSocket, handlers: WebSocketHandlers): ServerWebSocket | null;
 }
 
 export type Handler = (req: IncomingRequest, res: ResponseWriter) => void | Promise<void>;
@@ -71,14 +144,31 @@ export interface ListenOptions {
   port: number; // 0 = ephemeral
   /** 'auto' tries uWS and falls back to node:http when the native addon cannot load. */
   server: 'auto' | ListenerKind;
+  /** Accepted WebSockets (defaults: see DEFAULT_WEBSOCKET_OPTIONS). */
+  websocket?: Partial<WebSocketOptions>;
 }
+
+export interface WebSocketOptions {
+  /** Seconds without any frame from the client before it is pinged and, without an answer, dropped; 0 = never. */
+  idleTimeoutSeconds: number;
+  /** Largest message accepted from a client, in bytes; a larger one closes the socket with 1009. */
+  maxPayloadLength: number;
+  /** send() returns false above this many buffered bytes. */
+  highWaterMark: number;
+}
+
+export const DEFAULT_WEBSOCKET_OPTIONS: WebSocketOptions = { idleTimeoutSeconds: 60, maxPayloadLength: 1024 * 1024, highWaterMark: 1024 * 1024 };
 
 export interface Listener {
   readonly kind: ListenerKind;
   readonly host: string;
   readonly port: number;
-  /** Requests whose response has not ended yet (streams included). */
+  /** Requests whose response has not ended yet (streams included; an accepted WebSocket until it closes). */
   readonly inFlight: number;
+  /** Accepted WebSockets still open. */
+  readonly webSockets: number;
+  /** Starts the close handshake of every open WebSocket (graceful shutdown: 1001). */
+  closeWebSockets(code: number, reason: string): void;
   /**
    * Graceful shutdown, first step: closes the listening socket (no new
    * connections) and idle keep-alive connections. Requests in flight, and any

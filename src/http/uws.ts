@@ -36,8 +36,11 @@
 // Everything that does reach JavaScript goes through framingError() first.
 import { createRequire } from 'node:module';
 import type { Logger } from 'pino';
-import type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket } from 'uWebSockets.js';
-import type { Handler, HeaderList, ListenOptions, Listener, ResponseWriter } from './types.ts';
+import type { HttpRequest, HttpResponse, TemplatedApp, WebSocket, us_listen_socket, us_socket_context_t } from 'uWebSockets.js';
+import type {
+  AcceptWebSocket, Handler, HeaderList, ListenOptions, Listener, ResponseWriter, ServerWebSocket, WebSocketHandlers, WebSocketHandshake, WebSocketOptions,
+} from './types.ts';
+import { checkHandshake, clipReason, handshakeErrorBody, handshakeErrorHeaders, isSendableCloseCode, OpenSockets, websocketOptions, type HandshakeError } from './websocket-util.ts';
 import {
   runSafely,
   withinDeclared,
@@ -117,6 +120,8 @@ function validate(headers: HeaderList): void {
  * slice before handing it more.
  */
 class UwsResponse implements ResponseWriter {
+  /** Set for a valid WebSocket handshake that arrived on the ws route. */
+  upgrade: { key: string; context: us_socket_context_t; sockets: UwsWebSockets } | null = null;
   gone = false; // client went away
   isHead = false;
   body: BodyQueue | null = null;
@@ -239,6 +244,29 @@ class UwsResponse implements ResponseWriter {
     this.ended = true;
     this.done();
     this.res.close();
+  }
+
+  acceptWebSocket(opts: AcceptWebSocket, handlers: WebSocketHandlers): ServerWebSocket | null {
+    const u = this.upgrade;
+    if (!u || this.gone || this.started) return null;
+    const headers = opts.headers ?? NO_HEADERS;
+    validate(headers);
+    this.started = this.ended = true;
+    const conn = new UwsServerWebSocket(handlers, u.sockets, this.log);
+    conn.chosen = opts.protocol ?? '';
+    const res = this.res;
+    res.cork(() => {
+      // Headers on a 101 need the status written first (else uWS writes 200 and the upgrade fails).
+      if (headers.length > 0) {
+        res.writeStatus('101 Switching Protocols');
+        for (const [k, v] of headers) if (!isListenerOwnedHeader(k)) res.writeHeader(k, v);
+      }
+      // No extension is negotiated (the app runs without compression).
+      res.upgrade({ conn }, u.key, opts.protocol ?? '', '', u.context);
+    });
+    // uWS calls `open` inside upgrade(): the WebSocket now counts in flight, the request no longer.
+    this.finish();
+    return conn.opened ? conn : null;
   }
 
   /** The handler threw or rejected. */
@@ -419,12 +447,18 @@ function refuseFraming(res: HttpResponse, e: FramingError, isHead: boolean): voi
   });
 }
 
-function onRequest(res: HttpResponse, req: HttpRequest, handler: Handler, log: Logger | undefined, inFlight: InFlight): void {
-  // Everything from `req` now: it is stack-allocated and gone after this returns.
+interface Head {
+  method: string;
+  path: string;
+  query: string;
+  headers: Array<readonly [string, string]>;
+  contentLength: string | undefined;
+  chunked: boolean;
+}
+
+/** Everything from `req` at once: it is stack-allocated and gone after the route callback returns. */
+function readHead(req: HttpRequest): Head {
   const m = req.getMethod(); // this build lower-cases the method
-  const method = METHODS[m] ?? m.toUpperCase();
-  const path = req.getUrl();
-  const query = req.getQuery() ?? '';
   const headers: Array<readonly [string, string]> = [];
   let contentLength: string | undefined;
   let chunked = false;
@@ -438,15 +472,42 @@ function onRequest(res: HttpResponse, req: HttpRequest, handler: Handler, log: L
     if (k === 'content-length') contentLength ??= v;
     else if (k === 'transfer-encoding') chunked = true;
   });
+  return { method: METHODS[m] ?? m.toUpperCase(), path: req.getUrl(), query: req.getQuery() ?? '', headers, contentLength, chunked };
+}
+
+function refuseHandshake(res: HttpResponse, e: HandshakeError, isHead: boolean): void {
+  res.cork(() => {
+    res.writeStatus(statusLine(e.status));
+    res.writeHeader('content-type', 'application/json');
+    for (const [k, v] of handshakeErrorHeaders(e)) res.writeHeader(k, v);
+    res.end(isHead ? EMPTY : handshakeErrorBody(e), true);
+  });
+}
+
+function onRequest(
+  res: HttpResponse, head: Head, handler: Handler, log: Logger | undefined, inFlight: InFlight,
+  ws: { context: us_socket_context_t; sockets: UwsWebSockets } | null,
+): void {
+  const { method, path, query, headers, contentLength, chunked } = head;
   // First, before anything reads the body: answered synchronously, so no abort handler is needed.
   const bad = framingError(headers);
   if (bad) return refuseFraming(res, bad, method === 'HEAD');
+  const declared = chunked ? -1 : declaredLength(contentLength);
+  // The same handshake check as the node:http adapter. This build routes a GET
+  // with a 24-character Sec-WebSocket-Key to the ws route and everything else
+  // here, so only a handshake from the ws route can be accepted.
+  const hs = checkHandshake(method, headers, chunked || declared > 0);
+  let handshake: WebSocketHandshake | null = null;
+  if (hs) {
+    if ('error' in hs) return refuseHandshake(res, hs.error, method === 'HEAD');
+    if (ws) handshake = hs.handshake;
+  }
   const out = new UwsResponse(res, log, inFlight.begin());
+  if (handshake && ws) out.upgrade = { key: handshake.key, context: ws.context, sockets: ws.sockets };
   // Binary form: this build's getRemoteAddressAsText() prints unabbreviated IPv6.
   const remoteAddress = formatIp(new Uint8Array(res.getRemoteAddress()));
   out.isHead = method === 'HEAD';
 
-  const declared = chunked ? -1 : declaredLength(contentLength);
   let body: BodyQueue | null = null;
   if (chunked || declared > 0) {
     const q = (body = new BodyQueue({ pause: () => out.pauseBody(), resume: () => out.resumeBody() }, declared));
@@ -460,7 +521,7 @@ function onRequest(res: HttpResponse, req: HttpRequest, handler: Handler, log: L
     });
   }
 
-  const request = new ListenerRequest('uws', method, path, query, headers, remoteAddress, body);
+  const request = new ListenerRequest('uws', method, path, query, headers, remoteAddress, body, handshake);
   try {
     const p = handler(request, out);
     if (p && typeof p.then === 'function') p.then(undefined, (err: unknown) => out.fail(err));
@@ -469,10 +530,126 @@ function onRequest(res: HttpResponse, req: HttpRequest, handler: Handler, log: L
   }
 }
 
+interface UserData {
+  conn: UwsServerWebSocket;
+}
+
+/** The accepted WebSockets of one uWS listener. */
+class UwsWebSockets {
+  readonly open = new OpenSockets<UwsServerWebSocket>();
+  constructor(readonly opts: WebSocketOptions, readonly inFlight: InFlight) {}
+}
+
+/**
+ * ServerWebSocket over a uWS WebSocket. uWS calls `close` synchronously from
+ * end()/close(), and touching a closed uWS WebSocket throws, so everything is
+ * guarded by `closed`.
+ */
+class UwsServerWebSocket implements ServerWebSocket {
+  opened = false;
+  /** The subprotocol given to upgrade(). */
+  chosen = '';
+  /** This build's WebSocket has no pause(): the caller bounds what it buffers instead. */
+  readonly canPause = false;
+  protocol = '';
+  private ws: WebSocket<UserData> | null = null;
+  private closed = false;
+  private needDrain = false;
+  private done: (() => void) | null = null;
+
+  constructor(private readonly handlers: WebSocketHandlers, private readonly sockets: UwsWebSockets, private readonly log: Logger | undefined) {}
+
+  onOpen(ws: WebSocket<UserData>, protocol: string): void {
+    this.ws = ws;
+    this.opened = true;
+    this.protocol = protocol;
+    this.done = this.sockets.inFlight.begin();
+    this.sockets.open.add(this);
+  }
+
+  onMessage(message: ArrayBuffer, binary: boolean): void {
+    if (this.closed) return;
+    // The ArrayBuffer is neutered when this returns: copy.
+    this.handlers.message(Buffer.from(new Uint8Array(message)), binary);
+  }
+
+  onDrain(): void {
+    if (!this.needDrain || this.closed || this.bufferedAmount > this.sockets.opts.highWaterMark / 2) return;
+    this.needDrain = false;
+    runSafely(() => this.handlers.drain(), this.log);
+  }
+
+  onClose(code: number, message: ArrayBuffer): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.ws = null;
+    this.sockets.open.delete(this);
+    this.done?.();
+    const reason = Buffer.from(new Uint8Array(message)).toString('utf8');
+    runSafely(() => this.handlers.close(code, reason), this.log);
+  }
+
+  get bufferedAmount(): number {
+    return this.closed || !this.ws ? 0 : this.ws.getBufferedAmount();
+  }
+
+  send(data: Buffer, binary: boolean): boolean {
+    const ws = this.ws;
+    if (this.closed || !ws) return true;
+    // 1 sent, 0 queued (backpressure), 2 dropped: maxBackpressure is set far
+    // above the high-water mark, so a caller that waits for drain never sees 2.
+    if (ws.send(data, binary) === 2) {
+      this.close(1013, 'client too slow');
+      return false;
+    }
+    if (ws.getBufferedAmount() > this.sockets.opts.highWaterMark) {
+      this.needDrain = true;
+      return false;
+    }
+    return true;
+  }
+
+  close(code?: number, reason = ''): void {
+    const ws = this.ws;
+    if (this.closed || !ws) return;
+    if (code === undefined || !isSendableCloseCode(code)) ws.end();
+    else ws.end(code, clipReason(reason));
+  }
+
+  terminate(): void {
+    if (!this.closed) this.ws?.close();
+  }
+
+  pause(): void {}
+
+  resume(): void {}
+}
+
 export function listenUws(uws: Uws, handler: Handler, opts: ListenOptions, log?: Logger): Promise<Listener> {
   const app: TemplatedApp = uws.App();
   const inFlight = new InFlight();
-  app.any('/*', (res, req) => onRequest(res, req, handler, log, inFlight));
+  const wsOpts = websocketOptions(opts.websocket);
+  const sockets = new UwsWebSockets(wsOpts, inFlight);
+  app.ws<UserData>('/*', {
+    // uWS takes whole seconds and refuses 1–7; below 8 the closest it offers is 8.
+    idleTimeout: wsOpts.idleTimeoutSeconds === 0 ? 0 : Math.max(8, Math.round(wsOpts.idleTimeoutSeconds)),
+    sendPingsAutomatically: wsOpts.idleTimeoutSeconds > 0,
+    maxPayloadLength: wsOpts.maxPayloadLength,
+    // Far above the high-water mark: send() reports backpressure long before uWS would drop a message.
+    maxBackpressure: wsOpts.highWaterMark + 4 * wsOpts.maxPayloadLength,
+    closeOnBackpressureLimit: 0,
+    compression: uws.DISABLED,
+    upgrade: (res, req, context) => onRequest(res, readHead(req), handler, log, inFlight, { context, sockets }),
+    open: (ws) => {
+      // The subprotocol uWS answered with is not readable here; the handler chose it.
+      const conn = ws.getUserData().conn;
+      conn.onOpen(ws, conn.chosen);
+    },
+    message: (ws, message, isBinary) => ws.getUserData().conn.onMessage(message, isBinary),
+    drain: (ws) => ws.getUserData().conn.onDrain(),
+    close: (ws, code, message) => ws.getUserData().conn.onClose(code, message),
+  });
+  app.any('/*', (res, req) => onRequest(res, readHead(req), handler, log, inFlight, null));
   return new Promise((resolve, reject) => {
     app.listen(opts.host, opts.port, (ls: us_listen_socket | false) => {
       if (!ls) {
@@ -490,6 +667,10 @@ export function listenUws(uws: Uws, handler: Handler, opts: ListenOptions, log?:
         get inFlight() {
           return inFlight.count;
         },
+        get webSockets() {
+          return sockets.open.size;
+        },
+        closeWebSockets: (code: number, reason: string) => sockets.open.closeAll(code, reason),
         // Only the listening socket: open connections keep being served until
         // close() (idle keep-alive ones lapse at uWS's idle timeout meanwhile).
         stopAccepting: async () => {

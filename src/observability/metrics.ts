@@ -18,6 +18,8 @@ export interface MetricSources {
   access?: () => { seq: number; stalenessSeconds: number; clockOffsetSeconds: number; redisUp: boolean | null };
   /** Instance health (see InstanceHealth.metrics) plus prober and retry-budget counters. */
   health?: () => HealthMetricSource;
+  /** Relayed WebSocket sessions open now. */
+  webSockets?: () => number;
 }
 
 export interface HealthMetricSource {
@@ -48,6 +50,7 @@ export class Metrics {
   private readonly authzPropagationSeconds: PlainHistogram;
   private readonly authzDecisions: PlainCounter;
   private readonly sigv4Failures: PlainCounter;
+  private readonly wsClosed: PlainCounter;
 
   constructor(sources: MetricSources) {
     const r = this.registry;
@@ -58,6 +61,11 @@ export class Metrics {
     this.retries = new PlainCounter('utilmeta_proxy_upstream_retries_total', 'Upstream attempts abandoned for the next candidate', ['type']).register(r);
     this.failovers = new PlainCounter('utilmeta_proxy_failovers_total', 'Requests answered by another candidate than the first', ['type']).register(r);
     this.upstreamErrors = new PlainCounter('utilmeta_proxy_upstream_errors_total', 'Requests that ended in an upstream failure, by kind', ['kind']).register(r);
+    this.wsClosed = new PlainCounter('utilmeta_proxy_websocket_sessions_closed_total', 'Relayed WebSocket sessions that ended, by proxy type and who ended them (client, upstream, revoked, shutdown, overload, idle)', ['type', 'reason']).register(r);
+    const webSockets = sources.webSockets;
+    if (webSockets) {
+      new client.Gauge({ name: 'utilmeta_proxy_websocket_sessions_open', help: 'Relayed WebSocket sessions open now', registers: [r], aggregator: 'sum', collect() { this.set(webSockets()); } });
+    }
     this.tokenRejections = new PlainCounter('utilmeta_proxy_token_rejections_total', 'Requests refused for their token, by reason (state)', ['reason']).register(r);
     this.authzPropagationSeconds = new PlainHistogram('utilmeta_proxy_authz_propagation_seconds', 'Time from an access change committed (authz_event.at) to this node applying it, by channel', ['channel'], [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5]).register(r);
     this.authzDecisions = new PlainCounter('utilmeta_proxy_authz_decisions_total', 'Access decisions on the proxy path, by result, reason and credential', ['result', 'reason', 'cred']).register(r);
@@ -144,7 +152,9 @@ export class Metrics {
   observe(rec: ProxyLogRecord): void {
     const method = METHODS.has(rec.method) ? rec.method : 'OTHER';
     this.requests.inc(`${rec.type}\u0000${method}\u0000${rec.status}`);
-    this.durationSeconds.observe(rec.type, rec.durationMs / 1000);
+    // A WebSocket session lasts as long as its users want: not a request duration.
+    if (rec.websocket) this.wsClosed.inc(`${rec.type}\u0000${rec.websocket.closedBy}`);
+    else this.durationSeconds.observe(rec.type, rec.durationMs / 1000);
     if (rec.upstreamMs !== undefined) this.upstreamSeconds.observe(rec.type, rec.upstreamMs / 1000);
     if (rec.retries > 0) {
       this.retries.inc(rec.type, rec.retries);

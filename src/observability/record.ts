@@ -22,4 +22,14 @@ export interface ProxyLogRecord {
   principal?: string;
   api?: string;
   authz?: string;
+  /** A relayed WebSocket session (the record is written when it ends; `status` is 101). */
+  websocket?: {
+    closedBy: string;
+    clientCode: number;
+    upstreamCode: number;
+    messagesIn: number;
+    messagesOut: number;
+    bytesIn: number;
+    bytesOut: number;
+  };
 }

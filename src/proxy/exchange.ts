@@ -9,6 +9,18 @@ import type { Candidate, ForwardOutcome } from './upstream.ts';
 
 export type Failover = 'idempotent' | 'unreached';
 
+export interface WebSocketSummary {
+  /** Who ended the session: client, upstream, revoked, shutdown, overload, idle, error. */
+  closedBy: string;
+  /** The close code each side sent or received (1005: none, 1006: dropped). */
+  clientCode: number;
+  upstreamCode: number;
+  messagesIn: number;
+  messagesOut: number;
+  bytesIn: number;
+  bytesOut: number;
+}
+
 export class Exchange {
   /** Decoded control headers (the first stage). */
   control: ProxyControl = undefined as unknown as ProxyControl;
@@ -51,6 +63,10 @@ export class Exchange {
   authz: { principal?: string; api?: string; result: string; reason?: string; audit?: boolean } | undefined = undefined;
   /** Unregisters the exchange from the access sessions once it has ended. */
   sessionEnd: (() => void) | undefined = undefined;
+  /** Ends a long-lived exchange whose authorization ended (default: cut the client connection). */
+  cut: ((reason: string) => void) | undefined = undefined;
+  /** A relayed WebSocket session, once it has ended: for the log line and metrics. */
+  websocket: WebSocketSummary | undefined = undefined;
 
   /** null: no body; Buffer: replayable; AsyncIterable: one attempt only. */
   body: Buffer | AsyncIterable<Buffer> | null = null;

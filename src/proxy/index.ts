@@ -21,9 +21,12 @@ import type { ProxyLogRecord } from '../observability/record.ts';
 import {
   authenticatePlatform, bodyPolicy, chooseInstances, forward, identifyCaller, platformTarget, requireCandidates,
   requireCanonicalPath, requireNodeId, requireServiceName, resolveByName, resolvePlatformService, withIdempotency,
+  relayWebSocket, WebSocketSessions,
 } from './stages/index.ts';
+import { invalid } from '../core/errors.ts';
 
-export { Exchange } from './exchange.ts';
+export { Exchange, type WebSocketSummary } from './exchange.ts';
+export { WebSocketSessions } from './stages/index.ts';
 export { compose, type Stage, type Chain } from './chain.ts';
 export { Upstream, UpstreamError, classify, type Candidate, type ForwardOutcome, type AttemptHook, type RetryPolicy } from './upstream.ts';
 export type { ProxyType, ProxyControl } from './control.ts';
@@ -50,27 +53,50 @@ export interface ProxyDeps {
   /** Honours Idempotency-Key on unsafe methods (discovery and the platform types). */
   idempotency?: IdempotencyStore;
   onResult?: (r: ProxyLogRecord) => void;
+  /** Relayed WebSocket sessions (created from the config when absent). */
+  webSockets?: WebSocketSessions;
 }
 
+/** WebSocket handshakes: the same stages up to the choice of instances, then the relay. */
+const WS_TYPES = ['discovery', 'supervisor', 'operations'] as const;
 
-export function buildChains(deps: ProxyDeps): Partial<Record<ProxyType, Chain>> {
+
+export function webSocketSessions(config: Config): WebSocketSessions {
+  const ws = config.websocket;
+  return new WebSocketSessions({ idleTimeout: ws.idleTimeout, maxMessage: ws.maxMessage, highWater: WS_HIGH_WATER, maxBuffer: ws.maxBuffer });
+}
+
+/** Bytes queued on one side of a WebSocket session before the other side is paused. */
+export const WS_HIGH_WATER = 1024 * 1024;
+
+/** The HTTP chains, and the WebSocket chains in `ws`. */
+export function buildChains(deps: ProxyDeps, sessions: WebSocketSessions = deps.webSockets ?? webSocketSessions(deps.config)): Partial<Record<ProxyType, Chain>> & { ws: Partial<Record<ProxyType, Chain>> } {
   const { config, upstream } = deps;
   const ext = (point: keyof ChainExtensions, type: ProxyType): Stage[] => deps.extensions?.[point]?.[type] ?? [];
   const send = forward(upstream, deps.retryPolicy);
   const last = deps.idempotency ? withIdempotency(deps.idempotency, config.bodyLimit, send) : send;
   const tail = (type: ProxyType): Stage[] => [...ext('choose', type), chooseInstances(), requireCandidates(), bodyPolicy(config), last];
+  const relay = relayWebSocket(upstream, sessions, deps.retryPolicy);
+  const wsTail = (type: ProxyType): Stage[] => [...ext('choose', type), chooseInstances(), requireCandidates(), relay];
   // Path safety runs first in every chain: nothing is resolved or authorized
   // for a path the upstream could read differently.
-  const chains: Partial<Record<ProxyType, Chain>> = {
-    discovery: compose([
-      requireCanonicalPath(), requireServiceName(), identifyCaller(config, 'discovery'), resolveByName(), ...ext('authorize', 'discovery'), ...tail('discovery'),
-    ]),
+  const head: Partial<Record<ProxyType, Stage[]>> = {
+    discovery: [requireCanonicalPath(), requireServiceName(), identifyCaller(config, 'discovery'), resolveByName(), ...ext('authorize', 'discovery')],
   };
   const platform = deps.platform;
   if (platform) {
     for (const type of ['supervisor', 'operations'] as const) {
-      chains[type] = compose([requireCanonicalPath(), authenticatePlatform(platform, type), ...ext('authorize', type), resolvePlatformService(), ...tail(type)]);
+      head[type] = [requireCanonicalPath(), authenticatePlatform(platform, type), ...ext('authorize', type), resolvePlatformService()];
     }
+  }
+  const chains: Partial<Record<ProxyType, Chain>> & { ws: Partial<Record<ProxyType, Chain>> } = { ws: {} };
+  for (const type of WS_TYPES) {
+    const h = head[type];
+    if (!h) continue;
+    chains[type] = compose([...h, ...tail(type)]);
+    chains.ws[type] = compose([...h, ...wsTail(type)]);
+  }
+  if (platform) {
     chains.forward = compose([
       requireCanonicalPath(), requireNodeId(), identifyCaller(config, 'forward'), platformTarget(platform, config), ...ext('authorize', 'forward'),
       requireCandidates(), bodyPolicy(config), forward(upstream),
@@ -80,10 +106,13 @@ export function buildChains(deps: ProxyDeps): Partial<Record<ProxyType, Chain>> 
 }
 
 export class ProxyHandler {
-  private readonly chains: Partial<Record<ProxyType, Chain>>;
+  private readonly chains: ReturnType<typeof buildChains>;
+  /** Relayed WebSocket sessions (open count, shutdown close). */
+  readonly webSockets: WebSocketSessions;
 
   constructor(private readonly deps: ProxyDeps) {
-    this.chains = buildChains(deps);
+    this.webSockets = deps.webSockets ?? webSocketSessions(deps.config);
+    this.chains = buildChains(deps, this.webSockets);
   }
 
   /** `path` is the remainder after /api/proxy ('' or '/...'). */
@@ -91,7 +120,9 @@ export class ProxyHandler {
     const x = new Exchange(req, res, path, clientIp, requestId, this.deps.snapshot(), performance.now());
     try {
       x.control = parseControl(req, this.deps.config.defaultTimeout, this.deps.config.maxTimeout);
-      const chain = this.chains[x.control.type];
+      const type = x.control.type;
+      if (req.upgrade && type === 'forward') throw invalid('WebSocket handshakes are proxied in the discovery, supervisor and operations types only');
+      const chain = req.upgrade ? this.chains.ws[type] : this.chains[type];
       if (!chain) throw new DomainError('not_implemented', `proxy type '${x.control.type}' is not enabled on this node (the platform link is not configured)`);
       const p = chain(x);
       if (p) return p.then(() => this.respond(x), (err) => this.fail(x, err));
@@ -148,6 +179,7 @@ export class ProxyHandler {
       principal: x.authz?.principal,
       api: x.authz?.api,
       authz: x.authz ? `${x.authz.audit ? 'audit:' : ''}${x.authz.result}:${x.authz.reason ?? ''}` : undefined,
+      websocket: x.websocket,
     });
   }
 }

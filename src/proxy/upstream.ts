@@ -79,8 +79,13 @@ export class UpstreamError extends Error {
 
 /** Spec Appendix A: DEFAULT_RETRY_ON_STATUSES. */
 const RETRY_STATUSES = new Set([408, 429, 500, 502, 503, 504]);
+/** Spec Appendix A: DEFAULT_RETRY_ON_STATUSES. */
+export function isRetryStatus(status: number): boolean {
+  return RETRY_STATUSES.has(status);
+}
+
 /** RFC 9110 hop-by-hop headers, never relayed (plus the length/encoding the listener sets). */
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection', 'te', 'trailer', 'trailers', 'transfer-encoding', 'upgrade', 'content-length']);
+export const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection', 'te', 'trailer', 'trailers', 'transfer-encoding', 'upgrade', 'content-length']);
 
 export function classify(err: unknown, baseUrl: string, timeoutMs: number): UpstreamError {
   if (err instanceof UpstreamError) return err;
@@ -374,6 +379,21 @@ export class Upstream {
 
   async close(): Promise<void> {
     await Promise.all([this.agent.close(), this.h1?.close()]);
+  }
+
+  /** The URL a request for `path` goes to on `baseUrl` (as dispatch() joins it). */
+  targetUrl(baseUrl: string, path: string, query: string): string {
+    const { origin, prefix } = this.splitUrl(baseUrl);
+    return origin + (prefix + path || '/') + (query ? `?${query}` : '');
+  }
+
+  /** Reports one attempt to the health hook; bookkeeping never breaks a request. */
+  reportAttempt(target: Candidate, status: number | null, error: UpstreamError | null): void {
+    try {
+      this.onAttempt?.(target, status, error);
+    } catch {
+      // ignored on purpose
+    }
   }
 
   /** Sends the request to the candidates in order; settles when the client has its answer. */

@@ -109,5 +109,6 @@ export function withSessionCredential(req: IncomingRequest): IncomingRequest {
     hasBody: req.hasBody,
     body: (limit: number) => req.body(limit),
     readBody: (limit: number) => req.readBody(limit),
+    upgrade: req.upgrade,
   };
 }

@@ -8,7 +8,7 @@ import type { Config } from '../config/index.ts';
 import { openDatabase, migrate, migrationStatus, type Database, type MigrationStatus } from '../db/index.ts';
 import { RegistryCache } from '../registry/cache.ts';
 import { RegistryStore } from '../registry/store.ts';
-import { ProxyHandler } from '../proxy/index.ts';
+import { ProxyHandler, WS_HIGH_WATER } from '../proxy/index.ts';
 import { Upstream } from '../proxy/upstream.ts';
 import { createApp, type AppDeps } from '../routes/index.ts';
 import { managementMounts } from '../routes/surfaces.ts';
@@ -175,6 +175,7 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
         ...health.health.metrics(), probesTotal: health.checker?.probesTotal ?? 0, probeFailuresTotal: health.checker?.probeFailuresTotal ?? 0,
         retryBudget: health.retryBudgets.counters(),
       }),
+      webSockets: () => proxy.webSockets.size,
       access: () => ({ seq: accessView.current.seq, stalenessSeconds: accessView.stalenessMs() / 1000, clockOffsetSeconds: accessView.clockOffsetMs / 1000, redisUp: redis ? redisUp(redis) : null }),
     });
     let metricsServer: MetricsServer | null = null;
@@ -255,7 +256,10 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
       },
     };
     await opts.extend?.(deps, { config, db, registry, upstream, proxy, platform, access, metrics, metricsServer, health });
-    const listener = await listen(createApp(deps), { host: config.bindHost, port: opts.port ?? config.bindPort, server: config.server }, log);
+    const listener = await listen(createApp(deps), {
+      host: config.bindHost, port: opts.port ?? config.bindPort, server: config.server,
+      websocket: { idleTimeoutSeconds: config.websocket.idleTimeout, maxPayloadLength: config.websocket.maxMessage, highWaterMark: WS_HIGH_WATER },
+    }, log);
     cleanup.unshift(() => listener.close());
     const hostText = listener.host.includes(':') ? `[${listener.host}]` : listener.host;
     const origin = `http://${hostText === '0.0.0.0' ? '127.0.0.1' : hostText === '[::]' ? '[::1]' : hostText}:${listener.port}`;
@@ -275,8 +279,13 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
       shutdown: (drainMs = config.drainTimeout) => (shut ??= (async () => {
         draining = true;
         await listener.stopAccepting();
+        // WebSockets do not finish by themselves: both sides of every relayed
+        // session get 1001 now, and any other accepted socket too.
+        const sockets = proxy.webSockets.size;
+        proxy.webSockets.closeAll(1001, 'server shutting down', 'shutdown');
+        listener.closeWebSockets(1001, 'server shutting down');
         const inFlight = listener.inFlight;
-        log.info({ inFlight, drainMs }, 'draining: no new connections; waiting for requests in flight');
+        log.info({ inFlight, webSockets: sockets, drainMs }, 'draining: no new connections; waiting for requests in flight');
         const all = await listener.drained(drainMs);
         if (!all) log.warn({ left: listener.inFlight, drainMs }, 'drain timeout: closing with requests still in flight');
         await close();

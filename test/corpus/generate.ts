@@ -380,16 +380,37 @@ const ws = (key: string | null, version: string | null, extra: Array<[string, st
   return [...h, ...extra];
 };
 const PXH: Array<[string, string]> = [['X-UtilMeta-Proxy-Type', 'discovery'], ['X-UtilMeta-Service-Name', '{{svc}}']];
-for (const [id, key, version, extra] of [
-  ['no-key', null, '13'], ['short-key', 'abc', '13'], ['non-base64-key', '!!!!!!!!!!!!!!!!!!!!!!!!', '13'], ['long-key', 'A'.repeat(200), '13'],
-  ['key-high-bytes', '\u00ff\u00fe\u00fd\u00fc', '13'], ['two-keys', 'dGhlIHNhbXBsZSBub25jZQ==', '13', [['Sec-WebSocket-Key', 'AQIDBAUGBwgJCgsMDQ4PEC==']]],
-  ['version-0', 'dGhlIHNhbXBsZSBub25jZQ==', '0'], ['version-8', 'dGhlIHNhbXBsZSBub25jZQ==', '8'], ['version-14', 'dGhlIHNhbXBsZSBub25jZQ==', '14'],
-  ['version-junk', 'dGhlIHNhbXBsZSBub25jZQ==', 'abc'], ['version-missing', 'dGhlIHNhbXBsZSBub25jZQ==', null], ['version-list', 'dGhlIHNhbXBsZSBub25jZQ==', '13, 8'],
-  ['no-connection-upgrade', 'dGhlIHNhbXBsZSBub25jZQ==', '13', [['Connection', 'keep-alive']]], ['protocol-junk', 'dGhlIHNhbXBsZSBub25jZQ==', '13', [['Sec-WebSocket-Protocol', '\u00ff,,,']]],
-  ['extensions-junk', 'dGhlIHNhbXBsZSBub25jZQ==', '13', [['Sec-WebSocket-Extensions', 'permessage-deflate; client_max_window_bits=99']]],
-] as Array<[string, string | null, string | null, Array<[string, string]>?]>) {
-  add(W, { id: `ws-proxy-${id}`, surface: 'websocket', kind: 'http', method: 'GET', target: '/api/proxy/ws', headers: [...PXH, ...ws(key, version, extra ?? [])], accept: ['2xx', '4xx', 'close'], note: 'bad WebSocket handshake through the proxy: 400 (426 for a version) or a plain HTTP answer; never 101, never a 5xx' });
+// Every listener checks the handshake before the proxy sees it: a bad key or a
+// repeated one is a 400, a missing or other version a 426 (with
+// Sec-WebSocket-Version: 13), never a 101 or a 5xx.
+const K = 'dGhlIHNhbXBsZSBub25jZQ==';
+for (const [id, key, version, status, extra] of [
+  ['no-key', null, '13', '400'], ['short-key', 'abc', '13', '400'], ['non-base64-key', '!!!!!!!!!!!!!!!!!!!!!!!!', '13', '400'], ['long-key', 'A'.repeat(200), '13', '400'],
+  ['key-high-bytes', '\u00ff\u00fe\u00fd\u00fc', '13', '400'], ['two-keys', K, '13', '400', [['Sec-WebSocket-Key', 'AQIDBAUGBwgJCgsMDQ4PEA==']]],
+  ['key-24-not-16-bytes', 'AAAAAAAAAAAAAAAAAAAAAAA=', '13', '400'], ['key-padding-bits', 'dGhlIHNhbXBsZSBub25jZR==', '13', '400'],
+  ['version-0', K, '0', '426'], ['version-8', K, '8', '426'], ['version-14', K, '14', '426'],
+  ['version-junk', K, 'abc', '426'], ['version-missing', K, null, '426'], ['version-list', K, '13, 8', '426'], ['two-versions', K, '13', '426', [['Sec-WebSocket-Version', '13']]],
+  ['protocol-junk', K, '13', '400', [['Sec-WebSocket-Protocol', '\u00ff,,,']]], ['protocol-empty-token', K, '13', '400', [['Sec-WebSocket-Protocol', 'chat, ,x']]],
+  ['protocol-twice', K, '13', '400', [['Sec-WebSocket-Protocol', 'chat, chat']]], ['protocol-space', K, '13', '400', [['Sec-WebSocket-Protocol', 'a b']]],
+  ['with-body', K, '13', '400', [['Content-Length', '5']]],
+] as Array<[string, string | null, string | null, string, Array<[string, string]>?]>) {
+  add(W, { id: `ws-proxy-${id}`, surface: 'websocket', kind: 'http', method: 'GET', target: '/api/proxy/ws', headers: [...PXH, ...ws(key, version, extra ?? [])], ...(id === 'with-body' ? { body: 'hello', bodyEncoding: 'utf8' } : {}), accept: [status], note: `bad WebSocket handshake through the proxy: ${status} from the listener, never 101, never a 5xx` });
 }
+// The same check on the platform types and outside /api/proxy: before any token or route.
+for (const [id, target, extra] of [
+  ['supervisor-bad-key', '/api/proxy/ws', [['X-UtilMeta-Proxy-Type', 'supervisor'], ['X-UtilMeta-Node-Id', 'n1'], ['Authorization', 'Bearer a.b.c']]],
+  ['operations-bad-key', '/api/proxy/ws', [['X-UtilMeta-Proxy-Type', 'operations'], ['X-UtilMeta-Node-Id', 'n1']]],
+  ['registry-bad-key', '/api/registry', []], ['console-bad-key', '/console/', []],
+] as Array<[string, string, Array<[string, string]>]>) {
+  add(W, { id: `ws-${id}`, surface: 'websocket', kind: 'http', method: 'GET', target, headers: [...extra, ...ws('abc', '13')], accept: ['400'], note: 'bad key: 400 from the listener whatever the route or proxy type' });
+}
+// Valid handshakes whose odd parts the proxy may ignore: proxied (the corpus upstream is plain HTTP, so its answer is relayed).
+for (const [id, extra] of [
+  ['no-connection-upgrade', [['Connection', 'keep-alive']]], ['extensions-junk', [['Sec-WebSocket-Extensions', 'permessage-deflate; client_max_window_bits=99']]],
+] as Array<[string, Array<[string, string]>]>) {
+  add(W, { id: `ws-proxy-${id}`, surface: 'websocket', kind: 'http', method: 'GET', target: '/api/proxy/ws', headers: [...PXH, ...ws(K, '13', extra)], accept: ['2xx', '4xx', '502'], note: 'a valid handshake: the upstream\'s own answer (or a 502 naming it), never a 500' });
+}
+add(W, { id: 'ws-proxy-no-connection-header', surface: 'websocket', kind: 'http', method: 'GET', target: '/api/proxy/ws', headers: [...PXH, ['Upgrade', 'websocket'], ['Sec-WebSocket-Key', K], ['Sec-WebSocket-Version', '13']], accept: ['400'], note: 'Upgrade without Connection: Upgrade is refused by both listeners' });
 for (const [id, method, target] of [['post-upgrade', 'POST', '/api/proxy/ws'], ['api-root', 'GET', '/api/'], ['registry', 'GET', '/api/registry']]) {
   add(W, { id: `ws-${id}`, surface: 'websocket', kind: 'http', method, target, headers: [...(target.startsWith('/api/proxy') ? PXH : []), ...ws('dGhlIHNhbXBsZSBub25jZQ==', '13')], accept: ['2xx', '4xx', 'close'], note: 'upgrade where none is offered: a plain answer or 4xx, never 101' });
 }

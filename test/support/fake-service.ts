@@ -153,6 +153,11 @@ export class FakeService {
     await this.ops.end({ timeout: 5 });
   }
 
+  /** Its node:http server (a test may serve WebSocket upgrades on it). */
+  get httpServer(): http.Server {
+    return this.server;
+  }
+
   get address(): string {
     return `127.0.0.1:${this.port}`;
   }

@@ -137,7 +137,7 @@ function registerSession(sessions: SessionIndex, deps: AccessDeps, x: Exchange, 
       const again = decide(state, req, principal, deps.view.now(), { stalenessMs: 0, maxStalenessMs: Number.POSITIVE_INFINITY });
       return again.result === 'ALLOW' || again.audit;
     },
-    close: () => x.res.abort(),
+    close: (reason) => (x.cut ? x.cut(reason) : x.res.abort()),
   });
 }
 

@@ -5,7 +5,7 @@ import type { HeaderList, IncomingRequest } from '../../http/types.ts';
 import { outboundHeaders } from '../control.ts';
 import type { Exchange } from '../exchange.ts';
 import type { Stage } from '../chain.ts';
-import type { Candidate, RetryPolicy, Upstream } from '../upstream.ts';
+import type { Candidate, ForwardOutcome, RetryPolicy, Upstream } from '../upstream.ts';
 
 export function proxyHeaders(out: HeaderList, target: Candidate, retries: number, hideId: boolean): void {
   out.push(['x-utilmeta-proxy-destination-base-url', target.baseUrl]);
@@ -14,7 +14,7 @@ export function proxyHeaders(out: HeaderList, target: Candidate, retries: number
 }
 
 /** Adds server-timing, the destination headers, the request id and CORS to an upstream response. */
-function decorate(x: Exchange, req: IncomingRequest, out: HeaderList, target: Candidate, retries: number): void {
+export function decorate(x: Exchange, req: IncomingRequest, out: HeaderList, target: Candidate, retries: number): void {
   let upstreamTiming: string | undefined;
   let hasCors = false;
   let hasRequestId = false;
@@ -36,12 +36,26 @@ function decorate(x: Exchange, req: IncomingRequest, out: HeaderList, target: Ca
   if (!hasCors) for (const h of corsHeaders(req)) out.push(h);
 }
 
+/** The headers the upstream gets (the same for HTTP and WebSocket exchanges). */
+export function upstreamRequestHeaders(x: Exchange): string[] {
+  const req = x.req;
+  const peerChain = req.header('x-forwarded-for');
+  const forwardedFor = x.forwardedFor ?? (peerChain && x.clientIp !== req.remoteAddress ? `${peerChain}, ${req.remoteAddress}` : x.clientIp);
+  return outboundHeaders(req, x.streamed, x.upstreamHeaders, forwardedFor, x.stripHeaders);
+}
+
+/** The proxy's own JSON error after the upstream attempts failed (nothing went to the client yet). */
+export function sendUpstreamError(x: Exchange, o: ForwardOutcome): void {
+  if (!o.error || x.res.aborted) return;
+  const h: HeaderList = [['content-type', 'application/json'], ...corsHeaders(x.req), ['x-request-id', x.requestId]];
+  if (o.target) proxyHeaders(h, o.target, o.retries, x.hideInstanceId);
+  x.res.send(o.error.status, h, JSON.stringify({ error: o.error.message, state: `upstream_${o.error.kind}` }));
+}
+
 export function forward(upstream: Upstream, retryPolicy?: (serviceId: string | undefined) => RetryPolicy | undefined): Stage {
   return async (x) => {
     const req = x.req;
-    const peerChain = req.header('x-forwarded-for');
-    const forwardedFor = x.forwardedFor ?? (peerChain && x.clientIp !== req.remoteAddress ? `${peerChain}, ${req.remoteAddress}` : x.clientIp);
-    const headers = outboundHeaders(req, x.streamed, x.upstreamHeaders, forwardedFor, x.stripHeaders);
+    const headers = upstreamRequestHeaders(x);
     const c = x.control;
     x.outcome = await upstream.forward(
       { method: req.method, path: x.path, query: x.query ?? req.query, headers, body: x.body, idempotent: c.idempotent, timeoutMs: c.timeoutMs, failover: x.failover,
@@ -52,10 +66,6 @@ export function forward(upstream: Upstream, retryPolicy?: (serviceId: string | u
     );
     const o = x.outcome;
     if (x.afterForward && o.committed && !o.error) x.afterForward(o.status);
-    if (o.error && !o.committed && !x.res.aborted) {
-      const h: HeaderList = [['content-type', 'application/json'], ...corsHeaders(req), ['x-request-id', x.requestId]];
-      if (o.target) proxyHeaders(h, o.target, o.retries, x.hideInstanceId);
-      x.res.send(o.error.status, h, JSON.stringify({ error: o.error.message, state: `upstream_${o.error.kind}` }));
-    }
+    if (o.error && !o.committed) sendUpstreamError(x, o);
   };
 }

@@ -100,4 +100,7 @@ class RecordingWriter implements ResponseWriter {
   abort(): void {
     this.inner.abort();
   }
+  acceptWebSocket(): null {
+    return null; // unsafe methods only: never a handshake
+  }
 }
