@@ -49,6 +49,7 @@ class NodeResponse implements ResponseWriter {
     private readonly body: BodyQueue | null,
     private readonly log: Logger | undefined,
     done: () => void,
+    private readonly drain: { stopping: boolean },
   ) {
     res.once('close', () => {
       done();
@@ -79,6 +80,8 @@ class NodeResponse implements ResponseWriter {
     // rest, as the uWS adapter does. Other unread bodies are dumped by node.
     if (!bodyless && this.body !== null && this.body.refused) flat.push('connection', 'close');
     if (!bodyless || (body !== undefined && mayReportLength(status))) flat.push('content-length', String(byteLength(body)));
+    // Draining: an answer to a request that arrived before the drain closes its connection too.
+    if (this.drain.stopping) this.res.shouldKeepAlive = false;
     this.res.writeHead(status, flat); // throws on invalid headers, before anything is sent
     this.started = this.ended = true;
     if (bodyless || body === undefined) this.res.end();
@@ -90,6 +93,7 @@ class NodeResponse implements ResponseWriter {
     if (this.gone || this.started) return;
     const flat = flatHeaders(headers);
     const known = contentLength !== undefined && Number.isSafeInteger(contentLength) && contentLength >= 0;
+    if (this.drain.stopping) this.res.shouldKeepAlive = false;
     if (this.isHead || isBodylessStatus(status)) {
       if (known && mayReportLength(status)) flat.push('content-length', String(contentLength));
       this.res.writeHead(status, flat);
@@ -179,7 +183,7 @@ class NodeResponse implements ResponseWriter {
 
 }
 
-function onRequest(req: IncomingMessage, res: ServerResponse, handler: Handler, log: Logger | undefined, inFlight: InFlight): void {
+function onRequest(req: IncomingMessage, res: ServerResponse, handler: Handler, log: Logger | undefined, inFlight: InFlight, drain: { stopping: boolean }): void {
   const url = req.url ?? '/';
   const q = url.indexOf('?');
   const path = q === -1 ? url : url.slice(0, q);
@@ -223,7 +227,7 @@ function onRequest(req: IncomingMessage, res: ServerResponse, handler: Handler, 
       declared,
     );
   }
-  const out = new NodeResponse(res, req.method === 'HEAD', body, log, inFlight.begin());
+  const out = new NodeResponse(res, req.method === 'HEAD', body, log, inFlight.begin(), drain);
   const request = new ListenerRequest('node', req.method ?? 'GET', path, query, headers, unwrapMapped(req.socket.remoteAddress), body);
   try {
     const p = handler(request, out);
@@ -235,12 +239,9 @@ function onRequest(req: IncomingMessage, res: ServerResponse, handler: Handler, 
 
 export function listenNode(handler: Handler, opts: ListenOptions, log?: Logger): Promise<Listener> {
   const inFlight = new InFlight();
-  let stopping = false;
-  const server = http.createServer((req, res) => {
-    // While draining, answers end their connection so that clients move on.
-    if (stopping) res.shouldKeepAlive = false;
-    onRequest(req, res, handler, log, inFlight);
-  });
+  // While draining, answers end their connection so that clients move on.
+  const drain = { stopping: false };
+  const server = http.createServer((req, res) => onRequest(req, res, handler, log, inFlight, drain));
   server.keepAliveTimeout = 5000;
   return new Promise((resolve, reject) => {
     server.once('error', reject);
@@ -257,8 +258,8 @@ export function listenNode(handler: Handler, opts: ListenOptions, log?: Logger):
           return inFlight.count;
         },
         stopAccepting: async () => {
-          if (stopping) return;
-          stopping = true;
+          if (drain.stopping) return;
+          drain.stopping = true;
           // close() stops the listening socket; its callback waits for every
           // connection, which close() below cuts, so it is not awaited here.
           closing ??= new Promise<void>((done) => server.close(() => done()));

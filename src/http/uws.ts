@@ -143,6 +143,7 @@ class UwsResponse implements ResponseWriter {
     private readonly log: Logger | undefined,
     /** Ends this request's in-flight count (idempotent). */
     private readonly done: () => void,
+    private readonly drain: DrainState,
   ) {
     // First thing, always: returning without a response or an abort handler kills the process.
     res.onAborted(() => this.handleAborted());
@@ -172,10 +173,11 @@ class UwsResponse implements ResponseWriter {
     // Answering an over-limit upload (the 413 path): close after the response
     // rather than read and discard the rest, as nginx does. Any other unread
     // body is read and dropped, keeping the connection alive.
-    const close = !bodyless && this.body !== null && this.body.refused;
+    // While draining, too: the client must not reuse the connection (uWS closes it after the response).
+    const close = !bodyless && ((this.body !== null && this.body.refused) || this.drain.draining);
     this.beginOutput();
     res.cork(() => {
-      this.writeStatusAndHeaders(status, headers);
+      this.writeStatusAndHeaders(status, headers, close);
       if (bodyless) {
         if (body !== undefined && mayReportLength(status)) res.writeHeader('content-length', String(byteLength(body)));
         // endWithoutBody(n) leaves the response pending in this uWS build, and
@@ -350,13 +352,18 @@ class UwsResponse implements ResponseWriter {
     this.headers = NO_HEADERS;
   }
 
-  private writeStatusAndHeaders(status: number, headers: HeaderList): void {
+  /** `uwsCloses`: the response ends with uWS's close flag, which writes `Connection: close` itself. */
+  private writeStatusAndHeaders(status: number, headers: HeaderList, uwsCloses = false): void {
     const res = this.res;
     res.writeStatus(statusLine(status));
     for (let i = 0; i < headers.length; i++) {
       const h = headers[i];
       if (!isListenerOwnedHeader(h[0])) res.writeHeader(h[0], h[1]);
     }
+    // While draining, a response that uWS cannot close itself (bodyless or
+    // streamed ones end without the close flag in this build) tells the client
+    // to close the connection after it.
+    if (this.drain.draining && !uwsCloses) res.writeHeader('connection', 'close');
   }
 
   /**
@@ -419,7 +426,12 @@ function refuseFraming(res: HttpResponse, e: FramingError, isHead: boolean): voi
   });
 }
 
-function onRequest(res: HttpResponse, req: HttpRequest, handler: Handler, log: Logger | undefined, inFlight: InFlight): void {
+/** Shared by a listener's responses: set once stopAccepting ran. */
+interface DrainState {
+  draining: boolean;
+}
+
+function onRequest(res: HttpResponse, req: HttpRequest, handler: Handler, log: Logger | undefined, inFlight: InFlight, drain: DrainState): void {
   // Everything from `req` now: it is stack-allocated and gone after this returns.
   const m = req.getMethod(); // this build lower-cases the method
   const method = METHODS[m] ?? m.toUpperCase();
@@ -441,7 +453,7 @@ function onRequest(res: HttpResponse, req: HttpRequest, handler: Handler, log: L
   // First, before anything reads the body: answered synchronously, so no abort handler is needed.
   const bad = framingError(headers);
   if (bad) return refuseFraming(res, bad, method === 'HEAD');
-  const out = new UwsResponse(res, log, inFlight.begin());
+  const out = new UwsResponse(res, log, inFlight.begin(), drain);
   // Binary form: this build's getRemoteAddressAsText() prints unabbreviated IPv6.
   const remoteAddress = formatIp(new Uint8Array(res.getRemoteAddress()));
   out.isHead = method === 'HEAD';
@@ -472,7 +484,8 @@ function onRequest(res: HttpResponse, req: HttpRequest, handler: Handler, log: L
 export function listenUws(uws: Uws, handler: Handler, opts: ListenOptions, log?: Logger): Promise<Listener> {
   const app: TemplatedApp = uws.App();
   const inFlight = new InFlight();
-  app.any('/*', (res, req) => onRequest(res, req, handler, log, inFlight));
+  const drain: DrainState = { draining: false };
+  app.any('/*', (res, req) => onRequest(res, req, handler, log, inFlight, drain));
   return new Promise((resolve, reject) => {
     app.listen(opts.host, opts.port, (ls: us_listen_socket | false) => {
       if (!ls) {
@@ -491,8 +504,12 @@ export function listenUws(uws: Uws, handler: Handler, opts: ListenOptions, log?:
           return inFlight.count;
         },
         // Only the listening socket: open connections keep being served until
-        // close() (idle keep-alive ones lapse at uWS's idle timeout meanwhile).
+        // close(), but every response from now on closes its connection. This
+        // uWS build gives no handle on a connection once its response ended, so
+        // connections idle at this point stay open until close() or uWS's idle
+        // timeout (about 10 s); a request on one gets its answer, then the close.
         stopAccepting: async () => {
+          drain.draining = true;
           if (!listening) return;
           listening = false;
           uws.us_listen_socket_close(ls);
