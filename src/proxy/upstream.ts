@@ -87,6 +87,8 @@ export class UpstreamError extends Error {
 
 /** How long a connection failure that proves an origin gone stops new connects to it. */
 const GONE_HOLD_MS = 500;
+/** How long connects to an origin go one at a time after it reset or cut a connection. */
+const SUSPECT_MS = 1000;
 /** Spec Appendix A: DEFAULT_RETRY_ON_STATUSES. */
 const RETRY_STATUSES = new Set([408, 429, 500, 502, 503, 504]);
 /** RFC 9110 hop-by-hop headers, never relayed (plus the length/encoding the listener sets). */
@@ -123,6 +125,18 @@ export function classify(err: unknown, baseUrl: string, timeoutMs: number): Upst
 }
 
 interface SplitUrl { origin: string; prefix: string }
+
+interface PendingConnect { o: buildConnector.Options; cb: buildConnector.Callback }
+
+/** An entry of an until-map that has not expired (expired ones are dropped). */
+function live(m: Map<string, number>, key: string): boolean {
+  if (m.size === 0) return false;
+  const until = m.get(key);
+  if (until === undefined) return false;
+  if (until > Date.now()) return true;
+  m.delete(key);
+  return false;
+}
 
 /**
  * Adds proxy headers to a committed upstream response. Called once per response,
@@ -362,6 +376,7 @@ class Forwarding {
       return this.resolve({ status: r.status, committed: true, retries: this.retries, target, error: r.error, upstreamMs });
     }
     this.lastError = r.error;
+    if (r.error.kind === 'reset') this.upstream.markSuspect(target.baseUrl);
     if (r.status !== undefined) {
       // A retryable status: planStatusRetry already decided and took the budget.
       this.retries++;
@@ -413,17 +428,20 @@ export class Upstream {
 
   private readonly connector: buildConnector.connector;
   /** Origins with a connect in progress, and the connects waiting for its result. */
-  private readonly connecting = new Map<string, Array<(goneNow: boolean) => void>>();
+  private readonly connecting = new Map<string, PendingConnect[]>();
+  /** Origins that just reset or cut a connection, until when (epoch ms): their connects go one at a time. */
+  private suspect = new Map<string, number>();
 
   /**
    * undici has no hook for this, so its connector is wrapped. A connect to an
    * origin just proved gone fails at once without touching the network. While
    * a connect to an origin is in progress, further ones wait for its result:
-   * if it proves the origin gone they fail at once too, otherwise they go
-   * ahead in parallel. So when an instance dies, the requests queued across
-   * its pool pay one failed connect, not one each, and fail over. The cost is
-   * one connect's time for the connections that open together in a burst.
-   * A reset on a fresh socket before any byte is marked as the same proof.
+   * if it proves the origin gone they fail at once too; otherwise they go
+   * ahead in parallel, or one at a time while the origin is suspect (it just
+   * reset or cut a connection: a dying process may still complete a handshake
+   * or two). So when an instance dies, the requests queued across its pool pay
+   * one failed connect, not one each, and fail over. The cost is one connect's
+   * time for connections that open together in a burst.
    */
   private connect(origin: string, o: buildConnector.Options, cb: buildConnector.Callback): void {
     if (this.isGone(origin)) {
@@ -432,48 +450,51 @@ export class Upstream {
       return;
     }
     const waiting = this.connecting.get(origin);
-    if (waiting) {
-      waiting.push((goneNow) => (goneNow ? this.connect(origin, o, cb) : this.open(origin, o, cb, null)));
-      return;
-    }
-    const mine: Array<(goneNow: boolean) => void> = [];
-    this.connecting.set(origin, mine);
-    this.open(origin, o, cb, mine);
+    if (waiting) waiting.push({ o, cb });
+    else this.lead(origin, o, cb, []);
   }
 
-  private open(origin: string, o: buildConnector.Options, cb: buildConnector.Callback, waiters: Array<(goneNow: boolean) => void> | null): void {
+  private lead(origin: string, o: buildConnector.Options, cb: buildConnector.Callback, waiters: PendingConnect[]): void {
+    this.connecting.set(origin, waiters);
+    this.open(origin, o, (err, socket) => {
+      const w = this.connecting.get(origin) ?? waiters;
+      this.connecting.delete(origin);
+      (cb as (e: Error | null, s: unknown) => void)(err, socket);
+      if (w.length === 0) return;
+      if (this.isGone(origin)) for (const x of w) this.connect(origin, x.o, x.cb);
+      else if (this.isSuspect(origin)) this.lead(origin, w[0].o, w[0].cb, w.slice(1));
+      else for (const x of w) this.open(origin, x.o, x.cb);
+    });
+  }
+
+  private open(origin: string, o: buildConnector.Options, cb: buildConnector.Callback): void {
     this.connector(o, (err, socket) => {
-      let gone = false;
       if (err) {
         // Failed while connecting: the request was never written.
         (err as Error & { duringConnect?: boolean }).duringConnect = true;
         const code = (err as { code?: string }).code;
-        gone = code === 'ECONNREFUSED' || code === 'ECONNRESET';
-        if (gone) this.markGone(origin);
+        if (code === 'ECONNREFUSED' || code === 'ECONNRESET') this.markGone(origin);
       }
       if (socket) {
         socket.once('error', (e: Error & { code?: string; freshConnection?: boolean }) => {
-          if (socket.bytesRead === 0 && e.code === 'ECONNRESET') {
+          if (e.code !== 'ECONNRESET') return;
+          this.markSuspect(origin);
+          if (socket.bytesRead === 0) {
             e.freshConnection = true;
             this.markGone(origin);
           }
         });
-      }
-      if (waiters) {
-        this.connecting.delete(origin);
-        for (const w of waiters) w(gone);
       }
       cb(err, socket as never);
     });
   }
 
   private isGone(origin: string): boolean {
-    if (this.gone.size === 0) return false;
-    const until = this.gone.get(origin);
-    if (until === undefined) return false;
-    if (until > Date.now()) return true;
-    this.gone.delete(origin);
-    return false;
+    return live(this.gone, origin);
+  }
+
+  private isSuspect(origin: string): boolean {
+    return live(this.suspect, origin);
   }
 
   /**
@@ -483,6 +504,11 @@ export class Upstream {
    */
   private markGone(origin: string): void {
     this.gone.set(origin, Date.now() + GONE_HOLD_MS);
+  }
+
+  /** An attempt on a connection to `baseUrl` was reset or cut. */
+  markSuspect(baseUrl: string): void {
+    this.suspect.set(this.splitUrl(baseUrl).origin, Date.now() + SUSPECT_MS);
   }
 
   private splitUrl(baseUrl: string): SplitUrl {
