@@ -27,7 +27,9 @@ export const echo: UpstreamHandler = (req, res, body) => {
   res.end(JSON.stringify({ method: req.method, url: req.url, headers: pairs, body: body.toString('utf8') }));
 };
 
-export async function startUpstream(handler: UpstreamHandler = echo, host = '127.0.0.1'): Promise<TestUpstream> {
+/** `record: false` keeps `seen` empty (long runs: the soak would otherwise hold every request). */
+export async function startUpstream(handler: UpstreamHandler = echo, host = '127.0.0.1', opts: { record?: boolean } = {}): Promise<TestUpstream> {
+  const record = opts.record !== false;
   const seen: Seen[] = [];
   const server = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
@@ -36,7 +38,7 @@ export async function startUpstream(handler: UpstreamHandler = echo, host = '127
       const body = Buffer.concat(chunks);
       const headers: Array<[string, string]> = [];
       for (let i = 0; i < req.rawHeaders.length; i += 2) headers.push([req.rawHeaders[i].toLowerCase(), req.rawHeaders[i + 1]]);
-      seen.push({ method: req.method ?? '', url: req.url ?? '', headers, body });
+      if (record) seen.push({ method: req.method ?? '', url: req.url ?? '', headers, body });
       handler(req, res, body);
     });
   });
