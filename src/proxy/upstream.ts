@@ -128,6 +128,13 @@ interface SplitUrl { origin: string; prefix: string }
 
 interface PendingConnect { o: buildConnector.Options; cb: buildConnector.Callback }
 
+/** Sets an until-map entry; origins come and go with instances, so expired entries are swept now and then. */
+function mark(m: Map<string, number>, key: string, forMs: number): void {
+  const now = Date.now();
+  if (m.size >= 256) for (const [k, until] of m) if (until <= now) m.delete(k);
+  m.set(key, now + forMs);
+}
+
 /** An entry of an until-map that has not expired (expired ones are dropped). */
 function live(m: Map<string, number>, key: string): boolean {
   if (m.size === 0) return false;
@@ -503,12 +510,12 @@ export class Upstream {
    * outlast a restart (health ejection keeps new requests away meanwhile).
    */
   private markGone(origin: string): void {
-    this.gone.set(origin, Date.now() + GONE_HOLD_MS);
+    mark(this.gone, origin, GONE_HOLD_MS);
   }
 
   /** An attempt on a connection to `baseUrl` was reset or cut. */
   markSuspect(baseUrl: string): void {
-    this.suspect.set(this.splitUrl(baseUrl).origin, Date.now() + SUSPECT_MS);
+    mark(this.suspect, this.splitUrl(baseUrl).origin, SUSPECT_MS);
   }
 
   private splitUrl(baseUrl: string): SplitUrl {
