@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import net, { type AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
+import { Redis } from 'ioredis';
 import { freshDatabases, startTestNode, LISTENERS, type TestDatabases, type TestNode } from './support/env.ts';
 import { insertInstanceResource, registrationBody } from './support/ops.ts';
 import { startUpstream, type TestUpstream, type UpstreamHandler } from './support/upstream.ts';
@@ -214,3 +215,58 @@ for (const server of LISTENERS) {
     });
   });
 }
+
+describe('a 503 Retry-After hold reaches the other nodes through Redis', () => {
+  const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
+  let dbs: TestDatabases;
+  let a: TestNode;
+  let b: TestNode;
+  const ups: TestUpstream[] = [];
+  const env = { UTILMETA_PROXY_REDIS_URL: REDIS_URL, UTILMETA_PROXY_HEALTH_PROBE_INTERVAL: '0', UTILMETA_PROXY_LOG_LEVEL: 'warn' };
+
+  before(async () => {
+    dbs = freshDatabases();
+    a = await startTestNode('uws', dbs, env);
+    b = await startTestNode('uws', dbs, env, { migrate: false });
+  });
+  after(async () => {
+    await a?.close();
+    await b?.close();
+    for (const u of ups) await u.close().catch(() => {});
+    if (dbs) {
+      const r = new Redis(REDIS_URL, { lazyConnect: true });
+      r.on('error', () => {});
+      await r.connect();
+      const keys = await r.keys(`utilmeta-proxy:health:${dbs.registryName}*`);
+      if (keys.length) await r.del(...keys);
+      r.disconnect();
+    }
+    await dbs?.drop();
+  });
+
+  it('the other node holds the instance out of rotation too, without having asked it', async () => {
+    const busy = await startUpstream(limited('busy', 503, '30', 100), '127.0.0.2');
+    const fine = await startUpstream((_q, res) => res.end('ok fine'), '127.0.0.3');
+    ups.push(busy, fine);
+    const busyId = await register(a, 'ra-shared', busy.address);
+    await register(a, 'ra-shared', fine.address);
+    await b.registry.refresh();
+    for (let i = 0; i < 40 && busy.seen.length === 0; i++) {
+      const r = await call(a, 'ra-shared', { timeout: 10 });
+      assert.equal(r.statusCode, 200);
+      await r.body.dump();
+    }
+    assert.equal(busy.seen.length, 1);
+    const end = Date.now() + 5000;
+    while (b.health.health.healthOf(busyId).state !== 'ejected' && Date.now() < end) await sleep(20);
+    const h = b.health.health.healthOf(busyId);
+    assert.equal(h.state, 'ejected');
+    assert.match(String(h.reason), /Retry-After/);
+    for (let i = 0; i < 10; i++) {
+      const r = await call(b, 'ra-shared', { timeout: 10 });
+      assert.equal(r.statusCode, 200);
+      await r.body.dump();
+    }
+    assert.equal(busy.seen.length, 1, 'node b never sent it a request');
+  });
+});
