@@ -20,7 +20,7 @@ for (const server of LISTENERS) {
     });
     it('an upstream that accepts and never answers: bounded by the request timeout, then ejected', async () => check(await neverAnswers(server)));
     it('a flapping instance beside a stable one: no request fails', async () => check(await flapping(server, 2)));
-    it('killing one of three instances under load (two nodes, Redis): at most one failed attempt per stream, ejected on both nodes', async () => {
+    it('killing one of three instances (SIGKILL) under 32 concurrent clients per node (two nodes, Redis): at most one failed connect per node, ejected on both', async () => {
       const r = await killOneOfThree(server, 3);
       check(r);
       assert.equal(r.measured.client_errors, 0);

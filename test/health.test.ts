@@ -279,17 +279,19 @@ describe('Retry-After', () => {
     }
   });
 
-  it('decides: now, after a wait, or stop when the wait does not fit the remaining time', () => {
-    const base = { now, deadline: now + 5000, attemptMs: 500 };
-    assert.deepEqual(decideRetry({ ...base, status: null }), { action: 'now' });
-    assert.deepEqual(decideRetry({ ...base, status: 502, retryAfter: '3' }), { action: 'now' }, 'only 429/503 wait');
-    assert.deepEqual(decideRetry({ ...base, status: 503, retryAfter: '2' }), { action: 'after', delayMs: 2000 });
-    assert.deepEqual(decideRetry({ ...base, status: 429, retryAfter: 'junk' }), { action: 'now' });
-    assert.deepEqual(decideRetry({ ...base, status: 429, retryAfter: '3' }), { action: 'after', delayMs: 3000 });
-    assert.deepEqual(decideRetry({ ...base, status: 429, retryAfter: '5' }), { action: 'stop', reason: 'beyond_deadline' });
-    assert.deepEqual(decideRetry({ ...base, deadline: now + 60_000, status: 503, retryAfter: '30' }), { action: 'stop', reason: 'too_long' });
-    assert.deepEqual(decideRetry({ ...base, status: 503, retryAfter: '4', otherCandidates: true }), { action: 'now' });
-    assert.deepEqual(decideRetry({ ...base, deadline: now + 400, status: null }), { action: 'stop', reason: 'beyond_deadline' });
+  it('decides: next candidate, wait for the same instance, or relay when the wait does not fit', () => {
+    const base = { now, deadline: now + 5000, attemptMs: 500, otherCandidates: false };
+    const ra = (v: string) => parseRetryAfter(v, now);
+    assert.deepEqual(decideRetry({ ...base, status: 502, retryAfterMs: ra('3'), otherCandidates: true }), { action: 'next' }, 'only 429/503 wait');
+    assert.deepEqual(decideRetry({ ...base, status: 502, retryAfterMs: ra('3') }), { action: 'relay', reason: 'no_candidate' });
+    assert.deepEqual(decideRetry({ ...base, status: 503, retryAfterMs: ra('2') }), { action: 'wait', delayMs: 2000 });
+    assert.deepEqual(decideRetry({ ...base, status: 503, retryAfterMs: ra('4'), otherCandidates: true }), { action: 'next' }, '503 speaks for its instance');
+    assert.deepEqual(decideRetry({ ...base, status: 429, retryAfterMs: ra('3'), otherCandidates: true }), { action: 'wait', delayMs: 3000 }, '429 speaks for the caller: no hop');
+    assert.deepEqual(decideRetry({ ...base, status: 429, retryAfterMs: ra('junk'), otherCandidates: true }), { action: 'next' });
+    assert.deepEqual(decideRetry({ ...base, status: 429, retryAfterMs: ra('0') }), { action: 'relay', reason: 'no_candidate' });
+    assert.deepEqual(decideRetry({ ...base, status: 429, retryAfterMs: ra('5') }), { action: 'relay', reason: 'beyond_deadline' });
+    assert.deepEqual(decideRetry({ ...base, status: 503, retryAfterMs: ra('4.5') ?? 4600 }), { action: 'relay', reason: 'beyond_deadline' }, 'the wait plus the reserve must fit');
+    assert.deepEqual(decideRetry({ ...base, deadline: now + 60_000, status: 503, retryAfterMs: ra('30') }), { action: 'relay', reason: 'too_long' });
   });
 });
 

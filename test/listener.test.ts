@@ -143,6 +143,38 @@ interface RawResponse {
   body: Buffer;
 }
 
+/** A raw keep-alive connection: send a request, read until `done` matches what arrived since. */
+function rawConn(port: number): { exchange(req: string, done: RegExp): Promise<string>; closed: Promise<void> } {
+  const sock = net.connect(port, '127.0.0.1');
+  sock.on('error', () => {});
+  let buf = '';
+  let waiter: { done: RegExp; resolve: (s: string) => void } | null = null;
+  const check = () => {
+    if (waiter && waiter.done.test(buf)) {
+      const w = waiter;
+      waiter = null;
+      const got = buf;
+      buf = '';
+      w.resolve(got);
+    }
+  };
+  sock.on('data', (d) => {
+    buf += d.toString('latin1');
+    check();
+  });
+  const closed = new Promise<void>((resolve) => sock.once('close', () => resolve()));
+  return {
+    closed,
+    exchange(req, done) {
+      return new Promise<string>((resolve) => {
+        waiter = { done, resolve };
+        sock.write(req);
+        check();
+      });
+    },
+  };
+}
+
 /** Minimal HTTP/1.1 response reader for exact-bytes checks (HEAD, close, keep-alive). */
 function rawExchange(host: string, port: number, payload: string | Buffer, opts: { count: number; head?: boolean[] }): Promise<{ responses: RawResponse[]; closed: boolean }> {
   return new Promise((resolve, reject) => {
@@ -464,6 +496,48 @@ for (const kind of ['uws', 'node'] as const) {
         assert.equal(connects, 1);
       } finally {
         await c.close();
+      }
+    });
+
+    it('stopAccepting (drain): answers close their connection, idle keep-alive connections do not outlive the drain', T, async () => {
+      let release!: () => void;
+      const gate = new Promise<void>((r) => (release = r));
+      const l2 = await listen(async (req, res) => {
+        if (req.path === '/slow') await gate;
+        if (req.path === '/stream') {
+          res.writeHead(200, [['content-type', 'text/plain']]);
+          await gate;
+          res.write(Buffer.from('streamed'));
+          res.end();
+          return;
+        }
+        res.send(200, [['content-type', 'text/plain']], 'ok');
+      }, { host: '127.0.0.1', port: 0, server: kind });
+      try {
+        const idle = rawConn(l2.port);
+        assert.match(await idle.exchange('GET /hello HTTP/1.1\r\nHost: h\r\n\r\n', /\r\n\r\nok$/), /^HTTP\/1\.1 200/);
+        const slow = rawConn(l2.port);
+        const slowAnswer = slow.exchange('GET /slow HTTP/1.1\r\nHost: h\r\n\r\n', /\r\n\r\nok$/);
+        const stream = rawConn(l2.port);
+        const streamAnswer = stream.exchange('GET /stream HTTP/1.1\r\nHost: h\r\n\r\n', /\r\n0\r\n\r\n$/);
+        while (l2.inFlight < 2) await sleep(5);
+        await l2.stopAccepting();
+        if (kind === 'node') {
+          await idle.closed; // closed at once
+        } else {
+          // No handle on an idle uWS connection: its next answer closes it.
+          const again = await idle.exchange('GET /hello HTTP/1.1\r\nHost: h\r\n\r\n', /\r\n\r\nok$/);
+          assert.match(again, /\r\nconnection: close\r\n/i);
+          await idle.closed;
+        }
+        release();
+        assert.match(await slowAnswer, /\r\nconnection: close\r\n/i, 'an answer started before the drain closes its connection');
+        await slow.closed;
+        assert.match(await streamAnswer, /streamed/);
+        await stream.closed;
+      } finally {
+        release();
+        await l2.close();
       }
     });
 

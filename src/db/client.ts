@@ -86,6 +86,11 @@ export function createClient(o: ClientOptions, log: Logger): postgres.Sql {
     max: o.max,
     prepare: true,
     connect_timeout: 10,
+    // postgres.js backs off reconnects up to 20 s (shared by the pool and the
+    // LISTEN connection), so after an outage the first query waited up to that
+    // long. 50 ms doubling to a 1 s cap (jittered) is still cheap against a
+    // server that is down: connects are made only for queued queries and LISTEN.
+    backoff: (retries: number) => (0.5 + Math.random() / 2) * Math.min(0.05 * 2 ** retries, 1),
     // Django forces UTC sessions; timestamptz text and date_trunc etc. must agree with it.
     connection: { TimeZone: 'UTC', application_name: 'utilmeta-proxy' },
     onnotice: (n) => log.debug({ code: n['code'], db: o.database }, `postgres notice: ${n['message']}`),

@@ -39,6 +39,8 @@ export interface InstanceRef {
 export interface AttemptFailure {
   kind: string;
   unreached: boolean;
+  /** The failure proves nothing serves there (refused, reset before any byte on a fresh connection). */
+  gone?: boolean;
 }
 
 /**
@@ -47,8 +49,9 @@ export interface AttemptFailure {
  */
 export function outcomeOf(status: number | null, error?: AttemptFailure | null): AttemptOutcome | null {
   if (error) {
-    if (error.kind === 'client_aborted' || error.kind === 'body_too_large') return null;
-    return error.unreached ? 'unreached' : 'failure';
+    // 'skipped': not attempted (its origin was proved gone just before).
+    if (error.kind === 'client_aborted' || error.kind === 'body_too_large' || error.kind === 'skipped') return null;
+    return error.unreached || error.gone ? 'unreached' : 'failure';
   }
   if (status === null) return null;
   return status >= 500 ? 'failure' : 'success';
@@ -173,6 +176,26 @@ export class InstanceHealth {
       this.emit({ type: 'ejected', source: 'local', ejection: e });
       void this.sync?.eject(e);
     }
+    return e;
+  }
+
+  /**
+   * The instance answered 503 with Retry-After: out of rotation until then
+   * (at most the longest ejection), here and, with Redis, on every node. Its
+   * ejection count does not grow: the instance asked for this.
+   */
+  holdOff(inst: InstanceRef, retryAfterMs: number, reason: string): Ejection | null {
+    if (!(retryAfterMs > 0)) return null;
+    const now = this.clock();
+    const cur = this.outlier.ejection(inst.id, now);
+    const e: Ejection = {
+      instanceId: inst.id, serviceId: inst.serviceId, since: cur?.since ?? now,
+      until: now + Math.min(retryAfterMs, this.outlier.options.maxEjectionMs), count: cur?.count ?? 0, reason,
+    };
+    if (!this.outlier.apply(e, now)) return null;
+    this.count(e, 'local');
+    this.emit({ type: 'ejected', source: 'local', ejection: e });
+    void this.sync?.eject(e);
     return e;
   }
 

@@ -30,6 +30,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { DomainError, invalid } from '../core/errors.ts';
 import { withTimeout } from './timeout.ts';
+import { RELEASE_IF_HELD } from './lua.ts';
 
 export interface StoredResponse {
   status: number;
@@ -129,12 +130,6 @@ const COMPLETE = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
   return 1
-end
-return 0`;
-
-const RELEASE = `
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
 end
 return 0`;
 
@@ -245,7 +240,7 @@ export class IdempotencyStore {
   async release(lease: IdempotencyLease): Promise<boolean> {
     if (lease.backend === 'redis') {
       try {
-        return (await withTimeout(this.redis!.eval(RELEASE, 1, lease.id, lease.marker), this.timeoutMs)) === 1;
+        return (await withTimeout(this.redis!.eval(RELEASE_IF_HELD, 1, lease.id, lease.marker), this.timeoutMs)) === 1;
       } catch (err) {
         this.fallback(err);
         return false;

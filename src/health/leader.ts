@@ -20,6 +20,7 @@ import type { Redis } from 'ioredis';
 import type postgres from 'postgres';
 import { invalid } from '../core/errors.ts';
 import { withTimeout } from './timeout.ts';
+import { RELEASE_IF_HELD } from './lua.ts';
 
 export interface LeaderLock {
   readonly isLeader: boolean;
@@ -59,12 +60,6 @@ if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then return 1 end
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
-end
-return 0`;
-
-const RELEASE = `
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
 end
 return 0`;
 
@@ -158,7 +153,7 @@ export class RedisLeaderLock implements LeaderLock {
     this.timer = null;
     await this.ticking?.catch(() => {});
     if (this.mode === 'leader') {
-      await withTimeout(this.redis.eval(RELEASE, 1, this.opts.key, this.opts.nodeId), this.roundMs).catch(() => {});
+      await withTimeout(this.redis.eval(RELEASE_IF_HELD, 1, this.opts.key, this.opts.nodeId), this.roundMs).catch(() => {});
     }
     this.set('follower');
   }

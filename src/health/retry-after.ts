@@ -1,25 +1,31 @@
 // Retry-After and the retry-timing decision.
 //
-// Rules:
+// Rules (the upstream leg applies them to 408/429/500/502/503/504 answers of
+// requests that may be retried: idempotent, body replayable):
 // - `Retry-After` is either delay-seconds (digits only) or an HTTP-date
 //   (IMF-fixdate, or the obsolete RFC 850 and asctime forms every HTTP/1.1
 //   recipient must accept). A date in the past means "now". Anything else is
 //   ignored as if the header were absent (a malformed header must not block a
 //   retry that would otherwise happen, nor crash).
-// - Only 429 and 503 answers carry a meaningful Retry-After; for every other
-//   retryable outcome the retry goes now (to the next candidate).
-// - A wait is taken only when the wait plus the time an attempt needs
-//   (`attemptMs`) still ends before the request's deadline, and the wait is not
-//   longer than `maxDelayMs` (default 10 s); otherwise the request stops and the
-//   client gets the upstream's answer, Retry-After included.
-// - With `otherCandidates`, a 429/503 from one instance does not make the
-//   request wait: another instance is tried now, since the Retry-After speaks
-//   for the instance that sent it.
+// - Only 429 and 503 answers carry a meaningful Retry-After. Without one (or
+//   with 0), a retryable answer fails over to the next candidate now, and is
+//   relayed when none is left.
+// - 503 with Retry-After speaks for the instance that sent it: the next
+//   candidate is tried now; on the last candidate the request waits and retries
+//   the same instance. (The instance is also held out of rotation until then.)
+// - 429 with Retry-After speaks for the caller (rate limits are usually per
+//   client and shared by the instances): the request never hops to another
+//   instance to sidestep it; it waits and retries the same instance.
+// - A wait is taken only when it is at most `maxDelayMs` (default 10 s) and the
+//   wait plus the time reserved for the retried attempt (`attemptMs`) ends
+//   before the request's deadline (its timeout, counted from its start);
+//   otherwise the answer is relayed to the client unchanged, Retry-After
+//   included. A wait never runs past the deadline.
 
 export type RetryDecision =
-  | { action: 'now' }
-  | { action: 'after'; delayMs: number }
-  | { action: 'stop'; reason: 'beyond_deadline' | 'too_long' };
+  | { action: 'next' }
+  | { action: 'wait'; delayMs: number }
+  | { action: 'relay'; reason: 'no_candidate' | 'beyond_deadline' | 'too_long' };
 
 const DATE_FORMS = [
   // IMF-fixdate: Sun, 06 Nov 1994 08:49:37 GMT
@@ -62,31 +68,26 @@ export function parseRetryAfter(value: string | null | undefined, now: number): 
 }
 
 export interface RetryTiming {
-  /** The retryable answer's status, or null for a transport failure. */
-  status: number | null;
-  /** The answer's Retry-After header value, if any. */
-  retryAfter?: string | null;
+  /** The retryable answer's status. */
+  status: number;
+  /** The answer's Retry-After in ms (parseRetryAfter), null when absent or malformed. */
+  retryAfterMs: number | null;
   /** Epoch ms now. */
   now: number;
   /** Epoch ms by which the whole request must be answered. */
   deadline: number;
-  /** Time reserved for the next attempt itself (default 0). */
+  /** Time reserved for the retried attempt itself (default 0). */
   attemptMs?: number;
   /** Longest wait ever taken (default 10 s). */
   maxDelayMs?: number;
-  /** Another instance is available for the retry. */
-  otherCandidates?: boolean;
+  /** Another candidate instance remains for this request. */
+  otherCandidates: boolean;
 }
 
 export function decideRetry(t: RetryTiming): RetryDecision {
-  const attemptMs = t.attemptMs ?? 0;
-  const remaining = t.deadline - t.now;
-  if (remaining <= attemptMs) return { action: 'stop', reason: 'beyond_deadline' };
-  if (t.status !== 429 && t.status !== 503) return { action: 'now' };
-  if (t.otherCandidates) return { action: 'now' };
-  const delay = parseRetryAfter(t.retryAfter, t.now);
-  if (delay === null || delay === 0) return { action: 'now' };
-  if (delay > (t.maxDelayMs ?? 10_000)) return { action: 'stop', reason: 'too_long' };
-  if (delay + attemptMs >= remaining) return { action: 'stop', reason: 'beyond_deadline' };
-  return { action: 'after', delayMs: delay };
+  const delay = (t.status === 429 || t.status === 503) && t.retryAfterMs !== null ? t.retryAfterMs : 0;
+  if (delay === 0 || (t.status === 503 && t.otherCandidates)) return t.otherCandidates ? { action: 'next' } : { action: 'relay', reason: 'no_candidate' };
+  if (delay > (t.maxDelayMs ?? 10_000)) return { action: 'relay', reason: 'too_long' };
+  if (t.now + delay + (t.attemptMs ?? 0) > t.deadline) return { action: 'relay', reason: 'beyond_deadline' };
+  return { action: 'wait', delayMs: delay };
 }

@@ -57,7 +57,8 @@ const isTime = (v: unknown): v is number => typeof v === 'number' && Number.isFi
 export function isEjection(v: unknown): v is Ejection {
   const e = v as Ejection;
   return !!e && typeof e === 'object' && isStr(e.instanceId) && isStr(e.serviceId) && isTime(e.since) && isTime(e.until)
-    && Number.isSafeInteger(e.count) && e.count >= 1 && typeof e.reason === 'string';
+    // count 0: a hold asked for by the instance (503 Retry-After), not an ejection it earned.
+    && Number.isSafeInteger(e.count) && e.count >= 0 && typeof e.reason === 'string';
 }
 
 export function isDrainEntry(v: unknown): v is DrainEntry {

@@ -64,6 +64,7 @@ class NodeResponse implements ResponseWriter {
     private readonly body: BodyQueue | null,
     private readonly log: Logger | undefined,
     private readonly done: () => void,
+    private readonly drain: { stopping: boolean },
   ) {
     res.once('close', () => {
       done();
@@ -94,6 +95,8 @@ class NodeResponse implements ResponseWriter {
     // rest, as the uWS adapter does. Other unread bodies are dumped by node.
     if (!bodyless && this.body !== null && this.body.refused) flat.push('connection', 'close');
     if (!bodyless || (body !== undefined && mayReportLength(status))) flat.push('content-length', String(byteLength(body)));
+    // Draining: an answer to a request that arrived before the drain closes its connection too.
+    if (this.drain.stopping) this.res.shouldKeepAlive = false;
     this.res.writeHead(status, flat); // throws on invalid headers, before anything is sent
     this.started = this.ended = true;
     if (bodyless || body === undefined) this.res.end();
@@ -105,6 +108,7 @@ class NodeResponse implements ResponseWriter {
     if (this.gone || this.started) return;
     const flat = flatHeaders(headers);
     const known = contentLength !== undefined && Number.isSafeInteger(contentLength) && contentLength >= 0;
+    if (this.drain.stopping) this.res.shouldKeepAlive = false;
     if (this.isHead || isBodylessStatus(status)) {
       if (known && mayReportLength(status)) flat.push('content-length', String(contentLength));
       this.res.writeHead(status, flat);
@@ -242,6 +246,7 @@ function refuseHandshake(res: ServerResponse, e: HandshakeError, isHead: boolean
 
 function onRequest(
   req: IncomingMessage, res: ServerResponse, handler: Handler, log: Logger | undefined, inFlight: InFlight,
+  drain: { stopping: boolean },
   upgrade: { ws: NodeWebSockets; socket: Duplex; head: Buffer } | null = null,
 ): void {
   const { path, query, headers, contentLength, chunked } = readHead(req);
@@ -284,7 +289,7 @@ function onRequest(
       declared,
     );
   }
-  const out = new NodeResponse(res, req.method === 'HEAD', body, log, inFlight.begin());
+  const out = new NodeResponse(res, req.method === 'HEAD', body, log, inFlight.begin(), drain);
   if (handshake && upgrade) out.upgrade = { ws: upgrade.ws, req, socket: upgrade.socket, head: upgrade.head };
   const request = new ListenerRequest('node', req.method ?? 'GET', path, query, headers, unwrapMapped(req.socket.remoteAddress), body, handshake);
   try {
@@ -300,14 +305,14 @@ function onRequest(
  * a ServerResponse bound to the raw socket so that a refusal or a relayed
  * non-101 answer is an ordinary HTTP response (the connection closes after it).
  */
-function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, handler: Handler, log: Logger | undefined, inFlight: InFlight, ws: NodeWebSockets): void {
+function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, handler: Handler, log: Logger | undefined, inFlight: InFlight, ws: NodeWebSockets, drain: { stopping: boolean }): void {
   socket.on('error', () => {}); // a reset while the handshake is pending: the close event does the rest
   const res = new ServerResponse(req);
   res.shouldKeepAlive = false;
   res.assignSocket(socket as Socket);
   // Not handed to a WebSocket: close once the answer is out (there is no parser left on this socket).
   res.on('finish', () => (socket as Socket).destroySoon());
-  onRequest(req, res, handler, log, inFlight, { ws, socket, head });
+  onRequest(req, res, handler, log, inFlight, drain, { ws, socket, head });
 }
 
 /** Symbol on the IncomingMessage: the subprotocol the handler chose. */
@@ -496,13 +501,10 @@ class NodeServerWebSocket implements ServerWebSocket {
 export function listenNode(handler: Handler, opts: ListenOptions, log?: Logger): Promise<Listener> {
   const inFlight = new InFlight();
   const sockets = new NodeWebSockets(websocketOptions(opts.websocket), inFlight, log);
-  let stopping = false;
-  const server = http.createServer((req, res) => {
-    // While draining, answers end their connection so that clients move on.
-    if (stopping) res.shouldKeepAlive = false;
-    onRequest(req, res, handler, log, inFlight);
-  });
-  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => onUpgrade(req, socket, head, handler, log, inFlight, sockets));
+  // While draining, answers end their connection so that clients move on.
+  const drain = { stopping: false };
+  const server = http.createServer((req, res) => onRequest(req, res, handler, log, inFlight, drain));
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => onUpgrade(req, socket, head, handler, log, inFlight, sockets, drain));
   server.keepAliveTimeout = 5000;
   return new Promise((resolve, reject) => {
     server.once('error', reject);
@@ -523,8 +525,8 @@ export function listenNode(handler: Handler, opts: ListenOptions, log?: Logger):
         },
         closeWebSockets: (code: number, reason: string) => sockets.open.closeAll(code, reason),
         stopAccepting: async () => {
-          if (stopping) return;
-          stopping = true;
+          if (drain.stopping) return;
+          drain.stopping = true;
           // close() stops the listening socket; its callback waits for every
           // connection, which close() below cuts, so it is not awaited here.
           closing ??= new Promise<void>((done) => server.close(() => done()));

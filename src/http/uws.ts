@@ -148,6 +148,7 @@ class UwsResponse implements ResponseWriter {
     private readonly log: Logger | undefined,
     /** Ends this request's in-flight count (idempotent). */
     private readonly done: () => void,
+    private readonly drain: DrainState,
   ) {
     // First thing, always: returning without a response or an abort handler kills the process.
     res.onAborted(() => this.handleAborted());
@@ -177,10 +178,11 @@ class UwsResponse implements ResponseWriter {
     // Answering an over-limit upload (the 413 path): close after the response
     // rather than read and discard the rest, as nginx does. Any other unread
     // body is read and dropped, keeping the connection alive.
-    const close = !bodyless && this.body !== null && this.body.refused;
+    // While draining, too: the client must not reuse the connection (uWS closes it after the response).
+    const close = !bodyless && ((this.body !== null && this.body.refused) || this.drain.draining);
     this.beginOutput();
     res.cork(() => {
-      this.writeStatusAndHeaders(status, headers);
+      this.writeStatusAndHeaders(status, headers, close);
       if (bodyless) {
         if (body !== undefined && mayReportLength(status)) res.writeHeader('content-length', String(byteLength(body)));
         // endWithoutBody(n) leaves the response pending in this uWS build, and
@@ -378,13 +380,18 @@ class UwsResponse implements ResponseWriter {
     this.headers = NO_HEADERS;
   }
 
-  private writeStatusAndHeaders(status: number, headers: HeaderList): void {
+  /** `uwsCloses`: the response ends with uWS's close flag, which writes `Connection: close` itself. */
+  private writeStatusAndHeaders(status: number, headers: HeaderList, uwsCloses = false): void {
     const res = this.res;
     res.writeStatus(statusLine(status));
     for (let i = 0; i < headers.length; i++) {
       const h = headers[i];
       if (!isListenerOwnedHeader(h[0])) res.writeHeader(h[0], h[1]);
     }
+    // While draining, a response that uWS cannot close itself (bodyless or
+    // streamed ones end without the close flag in this build) tells the client
+    // to close the connection after it.
+    if (this.drain.draining && !uwsCloses) res.writeHeader('connection', 'close');
   }
 
   /**
@@ -484,8 +491,13 @@ function refuseHandshake(res: HttpResponse, e: HandshakeError, isHead: boolean):
   });
 }
 
+/** Shared by a listener's responses: set once stopAccepting ran. */
+interface DrainState {
+  draining: boolean;
+}
+
 function onRequest(
-  res: HttpResponse, head: Head, handler: Handler, log: Logger | undefined, inFlight: InFlight,
+  res: HttpResponse, head: Head, handler: Handler, log: Logger | undefined, inFlight: InFlight, drain: DrainState,
   ws: { context: us_socket_context_t; sockets: UwsWebSockets } | null,
 ): void {
   const { method, path, query, headers, contentLength, chunked } = head;
@@ -502,7 +514,7 @@ function onRequest(
     if ('error' in hs) return refuseHandshake(res, hs.error, method === 'HEAD');
     if (ws) handshake = hs.handshake;
   }
-  const out = new UwsResponse(res, log, inFlight.begin());
+  const out = new UwsResponse(res, log, inFlight.begin(), drain);
   if (handshake && ws) out.upgrade = { key: handshake.key, context: ws.context, sockets: ws.sockets };
   // Binary form: this build's getRemoteAddressAsText() prints unabbreviated IPv6.
   const remoteAddress = formatIp(new Uint8Array(res.getRemoteAddress()));
@@ -628,6 +640,7 @@ class UwsServerWebSocket implements ServerWebSocket {
 export function listenUws(uws: Uws, handler: Handler, opts: ListenOptions, log?: Logger): Promise<Listener> {
   const app: TemplatedApp = uws.App();
   const inFlight = new InFlight();
+  const drain: DrainState = { draining: false };
   const wsOpts = websocketOptions(opts.websocket);
   const sockets = new UwsWebSockets(wsOpts, inFlight);
   app.ws<UserData>('/*', {
@@ -639,7 +652,7 @@ export function listenUws(uws: Uws, handler: Handler, opts: ListenOptions, log?:
     maxBackpressure: wsOpts.highWaterMark + 4 * wsOpts.maxPayloadLength,
     closeOnBackpressureLimit: 0,
     compression: uws.DISABLED,
-    upgrade: (res, req, context) => onRequest(res, readHead(req), handler, log, inFlight, { context, sockets }),
+    upgrade: (res, req, context) => onRequest(res, readHead(req), handler, log, inFlight, drain, { context, sockets }),
     open: (ws) => {
       // The subprotocol uWS answered with is not readable here; the handler chose it.
       const conn = ws.getUserData().conn;
@@ -649,7 +662,7 @@ export function listenUws(uws: Uws, handler: Handler, opts: ListenOptions, log?:
     drain: (ws) => ws.getUserData().conn.onDrain(),
     close: (ws, code, message) => ws.getUserData().conn.onClose(code, message),
   });
-  app.any('/*', (res, req) => onRequest(res, readHead(req), handler, log, inFlight, null));
+  app.any('/*', (res, req) => onRequest(res, readHead(req), handler, log, inFlight, drain, null));
   return new Promise((resolve, reject) => {
     app.listen(opts.host, opts.port, (ls: us_listen_socket | false) => {
       if (!ls) {
@@ -672,8 +685,12 @@ export function listenUws(uws: Uws, handler: Handler, opts: ListenOptions, log?:
         },
         closeWebSockets: (code: number, reason: string) => sockets.open.closeAll(code, reason),
         // Only the listening socket: open connections keep being served until
-        // close() (idle keep-alive ones lapse at uWS's idle timeout meanwhile).
+        // close(), but every response from now on closes its connection. This
+        // uWS build gives no handle on a connection once its response ended, so
+        // connections idle at this point stay open until close() or uWS's idle
+        // timeout (about 10 s); a request on one gets its answer, then the close.
         stopAccepting: async () => {
+          drain.draining = true;
           if (!listening) return;
           listening = false;
           uws.us_listen_socket_close(ls);

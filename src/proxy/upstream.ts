@@ -2,8 +2,10 @@
 // failover, streaming both bodies. Built directly on undici's dispatch handler
 // API (no Readable streams in between): response chunks go straight to the
 // listener's writer, and backpressure pauses the upstream socket.
-import { Agent, type Dispatcher } from 'undici';
+import type { Socket } from 'node:net';
+import { Agent, buildConnector, type Dispatcher } from 'undici';
 import { H1Agent } from '../h1/index.ts';
+import { decideRetry, parseRetryAfter } from '../health/index.ts';
 import { BodyTooLargeError, type HeaderList, type ResponseWriter } from '../http/types.ts';
 
 export interface Candidate {
@@ -18,13 +20,14 @@ export interface Candidate {
 
 /**
  * Told how every attempt ended: the upstream status (null when none arrived)
- * or the transport error. Health bookkeeping hangs off this.
+ * or the transport error, and the Retry-After (ms) of a 429/503 answer.
+ * Health bookkeeping hangs off this.
  */
-export type AttemptHook = (target: Candidate, status: number | null, error: UpstreamError | null) => void;
+export type AttemptHook = (target: Candidate, status: number | null, error: UpstreamError | null, retryAfterMs: number | null) => void;
 
-/** Per-request retry policy beyond the candidate list (a retry budget, Retry-After). */
+/** Per-request retry policy beyond the candidate list (a retry budget). */
 export interface RetryPolicy {
-  /** Asked before each retry; false stops the request with the last failure. */
+  /** Asked before each retry that sends the request again; false stops the request with the last answer or failure. */
   allowRetry(): boolean;
 }
 
@@ -64,10 +67,17 @@ export interface ForwardOutcome {
   upstreamMs: number;
 }
 
-export type UpstreamErrorKind = 'timeout' | 'refused' | 'reset' | 'dns' | 'protocol' | 'body_too_large' | 'client_aborted' | 'other';
+/** 'skipped': not attempted, a connection to the same origin proved it gone just before. */
+export type UpstreamErrorKind = 'timeout' | 'refused' | 'reset' | 'dns' | 'protocol' | 'body_too_large' | 'client_aborted' | 'skipped' | 'other';
 
 export class UpstreamError extends Error {
-  constructor(readonly kind: UpstreamErrorKind, message: string, readonly baseUrl: string, readonly unreached = false) {
+  constructor(
+    readonly kind: UpstreamErrorKind, message: string, readonly baseUrl: string,
+    /** The request never reached the upstream: safe to send elsewhere, whatever the method. */
+    readonly unreached = false,
+    /** The failure proves nothing serves there (refused, or reset before any byte on a fresh connection). */
+    readonly gone = false,
+  ) {
     super(message);
   }
   get status(): number {
@@ -77,6 +87,10 @@ export class UpstreamError extends Error {
   }
 }
 
+/** How long a connection failure that proves an origin gone stops new connects to it. */
+const GONE_HOLD_MS = 500;
+/** How long connects to an origin go one at a time after it reset or cut a connection. */
+const SUSPECT_MS = 1000;
 /** Spec Appendix A: DEFAULT_RETRY_ON_STATUSES. */
 const RETRY_STATUSES = new Set([408, 429, 500, 502, 503, 504]);
 /** Spec Appendix A: DEFAULT_RETRY_ON_STATUSES. */
@@ -98,10 +112,17 @@ export function classify(err: unknown, baseUrl: string, timeoutMs: number): Upst
   if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' || code === 'ETIMEDOUT') {
     return new UpstreamError('timeout', `upstream ${baseUrl} did not answer within ${secs}`, baseUrl);
   }
-  if (code === 'ECONNREFUSED') return new UpstreamError('refused', `upstream ${baseUrl} refused the connection`, baseUrl, true);
+  if (code === 'UTM_ORIGIN_GONE') return new UpstreamError('skipped', `upstream ${baseUrl} is down (a connection to it just failed); not tried`, baseUrl, true);
+  if (code === 'ECONNREFUSED') return new UpstreamError('refused', `upstream ${baseUrl} refused the connection`, baseUrl, true, true);
   if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return new UpstreamError('dns', `upstream ${baseUrl} host does not resolve`, baseUrl, true);
   if (code === 'ECONNRESET' || code === 'UND_ERR_SOCKET' || code === 'EPIPE' || code === 'UND_ERR_CLOSED') {
-    return new UpstreamError('reset', `upstream ${baseUrl} closed the connection`, baseUrl);
+    // A reset while connecting (the request was never written), or on a
+    // connection that never carried a byte back (marked by the connector below;
+    // the request may have been read, so it stays "reached" for the retry
+    // rules), means the process behind it is gone.
+    const mark = e as { duringConnect?: boolean; freshConnection?: boolean };
+    if (code === 'ECONNRESET' && mark.duringConnect) return new UpstreamError('reset', `upstream ${baseUrl} reset the connection while connecting`, baseUrl, true, true);
+    return new UpstreamError('reset', `upstream ${baseUrl} closed the connection`, baseUrl, false, code === 'ECONNRESET' && mark.freshConnection === true);
   }
   if (code === 'EHOSTUNREACH' || code === 'ENETUNREACH') return new UpstreamError('refused', `upstream ${baseUrl} is unreachable (${code})`, baseUrl, true);
   if (code.startsWith('HPE_') || code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH' || code === 'UND_ERR_INFO') {
@@ -127,6 +148,25 @@ interface SplitUrl {
   h1: { host: string; port: number; hostHeader: string } | null;
 }
 
+interface PendingConnect { o: buildConnector.Options; cb: buildConnector.Callback }
+
+/** Sets an until-map entry; origins come and go with instances, so expired entries are swept now and then. */
+function mark(m: Map<string, number>, key: string, forMs: number): void {
+  const now = Date.now();
+  if (m.size >= 256) for (const [k, until] of m) if (until <= now) m.delete(k);
+  m.set(key, now + forMs);
+}
+
+/** An entry of an until-map that has not expired (expired ones are dropped). */
+function live(m: Map<string, number>, key: string): boolean {
+  if (m.size === 0) return false;
+  const until = m.get(key);
+  if (until === undefined) return false;
+  if (until > Date.now()) return true;
+  m.delete(key);
+  return false;
+}
+
 /**
  * Adds proxy headers to a committed upstream response. Called once per response,
  * after the target is known.
@@ -135,7 +175,8 @@ export type ResponseDecorator = (status: number, headers: HeaderList, target: Ca
 
 type AttemptResult =
   | { kind: 'done'; status: number }
-  | { kind: 'retry'; error: UpstreamError; status?: number; retryAfter?: string }
+  /** `waitMs` > 0: retry the same candidate after that long (Retry-After); else the next one now. */
+  | { kind: 'retry'; error: UpstreamError; status?: number; waitMs?: number }
   | { kind: 'failed_after_commit'; status: number; error: UpstreamError };
 
 /**
@@ -150,20 +191,23 @@ class Attempt implements Dispatcher.DispatchHandler {
   private committed = false;
   private settled = false;
   private status = 0;
+  /** Retry-After of a 429/503 answer, in ms (for the health hook). */
+  retryAfterMs: number | null = null;
 
   constructor(
     private readonly forwarding: Forwarding,
     readonly target: Candidate,
-    /** A retryable status may be discarded for the next candidate. */
+    /** A retryable status may be discarded for a retry (the Forwarding decides which). */
     private readonly retryOnStatus: boolean,
+    private readonly timeoutMs: number,
   ) {
-    this.timer = setTimeout(Attempt.onTimeout, forwarding.req.timeoutMs, this);
+    this.timer = setTimeout(Attempt.onTimeout, timeoutMs, this);
   }
 
   private static onTimeout(self: Attempt): void {
     self.timer = null;
     if (self.committed || self.settled) return;
-    const err = new UpstreamError('timeout', `upstream ${self.target.baseUrl} did not answer within ${Math.round(self.forwarding.req.timeoutMs) / 1000}s`, self.target.baseUrl);
+    const err = new UpstreamError('timeout', `upstream ${self.target.baseUrl} did not answer within ${Math.round(self.timeoutMs) / 1000}s`, self.target.baseUrl);
     self.finish({ kind: 'retry', error: err });
     self.controller?.abort(err);
   }
@@ -197,14 +241,17 @@ class Attempt implements Dispatcher.DispatchHandler {
       this.timer = null;
     }
     this.status = statusCode;
+    if (statusCode === 429 || statusCode === 503) {
+      this.retryAfterMs = parseRetryAfter(firstHeader(headers, 'retry-after'), Date.now());
+    }
     if (this.retryOnStatus && RETRY_STATUSES.has(statusCode)) {
-      // Discard this response and fail over; nothing has reached the client.
-      this.finish({
-        kind: 'retry', status: statusCode, retryAfter: firstHeader(headers, 'retry-after'),
-        error: new UpstreamError('other', `upstream ${this.target.baseUrl} answered ${statusCode}`, this.target.baseUrl),
-      });
-      controller.abort(new Error('failover'));
-      return;
+      const waitMs = this.forwarding.planStatusRetry(statusCode, this.retryAfterMs);
+      if (waitMs !== null) {
+        // Discard this response and retry; nothing has reached the client.
+        this.finish({ kind: 'retry', status: statusCode, waitMs, error: new UpstreamError('other', `upstream ${this.target.baseUrl} answered ${statusCode}`, this.target.baseUrl) });
+        controller.abort(new Error('failover'));
+        return;
+      }
     }
     const out: HeaderList = [];
     let length: number | undefined;
@@ -270,6 +317,9 @@ class Forwarding {
   private current: Attempt | null = null;
   private lastError: UpstreamError | undefined;
   private readonly started = performance.now();
+  /** Epoch ms by which a Retry-After wait and its retry must be over (the request's timeout). */
+  private readonly deadline: number;
+  private waitTimer: NodeJS.Timeout | null = null;
   private readonly replayable: boolean;
   private resolve!: (o: ForwardOutcome) => void;
   readonly done: Promise<ForwardOutcome>;
@@ -282,9 +332,19 @@ class Forwarding {
     readonly decorate: ResponseDecorator,
   ) {
     this.replayable = req.body === null || Buffer.isBuffer(req.body);
+    this.deadline = Date.now() + req.timeoutMs;
     this.done = new Promise((r) => (this.resolve = r));
     // One abort hook for all attempts (uWS keeps a single onAborted handler).
-    res.onAborted(() => this.current?.clientAborted());
+    res.onAborted(() => {
+      if (this.waitTimer) {
+        clearTimeout(this.waitTimer);
+        this.waitTimer = null;
+        const target = this.current?.target;
+        this.resolve({ status: 499, committed: false, retries: this.retries, target, error: new UpstreamError('client_aborted', 'client went away', target?.baseUrl ?? ''), upstreamMs: performance.now() - this.started });
+        return;
+      }
+      this.current?.clientAborted();
+    });
   }
 
   /** Another candidate remains and the body can be sent again. */
@@ -298,14 +358,31 @@ class Forwarding {
   }
 
   start(): Promise<ForwardOutcome> {
-    this.next();
+    this.next(this.req.timeoutMs);
     return this.done;
   }
 
-  private next(): void {
+  /**
+   * A retryable status arrived: null relays it, 0 tries the next candidate now,
+   * more waits that long and retries the same one (rules in health/retry-after.ts).
+   * Takes the retry from the budget, so a refusal relays the answer.
+   */
+  planStatusRetry(status: number, retryAfterMs: number | null): number | null {
+    if (this.res.aborted) return null;
+    const d = decideRetry({
+      status, retryAfterMs, now: Date.now(), deadline: this.deadline, otherCandidates: this.index < this.candidates.length - 1,
+      // The retried attempt keeps a quarter of the budget, at most a second.
+      attemptMs: Math.min(1000, this.req.timeoutMs / 4),
+    });
+    if (d.action === 'relay') return null;
+    if (!(this.req.retry?.allowRetry() ?? true)) return null;
+    return d.action === 'wait' ? d.delayMs : 0;
+  }
+
+  private next(timeoutMs: number): void {
     const i = this.index;
     const target = this.candidates[i];
-    const attempt = new Attempt(this, target, this.canRetry(i) && this.retryAny);
+    const attempt = new Attempt(this, target, this.replayable && this.retryAny, timeoutMs);
     this.current = attempt;
     try {
       this.upstream.dispatch(this.req, target, attempt);
@@ -320,9 +397,9 @@ class Forwarding {
     const hook = this.upstream.onAttempt;
     if (hook) {
       try {
-        if (r.kind === 'done') hook(target, r.status, null);
-        else if (r.kind === 'retry') hook(target, r.status ?? null, r.status === undefined ? r.error : null);
-        else hook(target, r.status || null, r.error);
+        if (r.kind === 'done') hook(target, r.status, null, attempt.retryAfterMs);
+        else if (r.kind === 'retry') hook(target, r.status ?? null, r.status === undefined ? r.error : null, attempt.retryAfterMs);
+        else hook(target, r.status || null, r.error, null);
       } catch {
         // Bookkeeping must never break the request.
       }
@@ -332,11 +409,28 @@ class Forwarding {
       return this.resolve({ status: r.status, committed: true, retries: this.retries, target, error: r.error, upstreamMs });
     }
     this.lastError = r.error;
-    if (this.canRetry(this.index) && (this.retryAny || r.error.unreached) && !this.res.aborted && (this.req.retry?.allowRetry() ?? true)) {
+    if (r.error.kind === 'reset') this.upstream.markSuspect(target.baseUrl);
+    if (r.status !== undefined) {
+      // A retryable status: planStatusRetry already decided and took the budget.
+      this.retries++;
+      if (r.waitMs) {
+        this.waitTimer = setTimeout(() => {
+          this.waitTimer = null;
+          // Never past the deadline: the retried attempt gets what remains of it.
+          this.next(Math.max(1, Math.min(this.req.timeoutMs, this.deadline - Date.now())));
+        }, r.waitMs);
+      } else {
+        this.index++;
+        queueMicrotask(() => this.next(this.req.timeoutMs));
+      }
+      return;
+    }
+    // A skipped candidate cost the upstream nothing: it does not take from the retry budget.
+    if (this.canRetry(this.index) && (this.retryAny || r.error.unreached) && !this.res.aborted && (r.error.kind === 'skipped' || (this.req.retry?.allowRetry() ?? true))) {
       this.retries++;
       this.index++;
       // Next tick: a synchronous dispatch failure must not recurse through the stack.
-      queueMicrotask(() => this.next());
+      queueMicrotask(() => this.next(this.req.timeoutMs));
       return;
     }
     // A retryable status on the last candidate was relayed as 'done'; here only
@@ -353,16 +447,109 @@ export class Upstream {
   onAttempt: AttemptHook | null = null;
   // Base URLs are few and stable; parse each once instead of per request.
   private split = new Map<string, SplitUrl>();
+  /** Origins a connection just proved gone, until when (epoch ms). */
+  private gone = new Map<string, number>();
 
   constructor(opts: { connections: number; keepAliveMs: number; connectTimeoutMs: number; client?: 'h1' | 'undici' }) {
-    this.h1 = opts.client === 'undici' ? null : new H1Agent({ connections: opts.connections, keepAliveMs: opts.keepAliveMs, connectTimeoutMs: opts.connectTimeoutMs });
+    this.connector = buildConnector({ timeout: opts.connectTimeoutMs });
+    // Both clients open connections through the same gate (connect below).
+    this.h1 = opts.client === 'undici' ? null : new H1Agent({
+      connections: opts.connections, keepAliveMs: opts.keepAliveMs, connectTimeoutMs: opts.connectTimeoutMs,
+      connect: (t, cb) => this.connect(t.origin, { hostname: t.host, host: t.origin.slice('http://'.length), protocol: 'http:', port: String(t.port) } as buildConnector.Options,
+        ((err: Error | null, socket: Socket | null) => cb(err, socket)) as buildConnector.Callback),
+    });
     this.agent = new Agent({
       connections: opts.connections,
       pipelining: 1,
       keepAliveTimeout: opts.keepAliveMs,
       keepAliveMaxTimeout: opts.keepAliveMs,
-      connect: { timeout: opts.connectTimeoutMs },
+      connect: (o, cb) => this.connect(`${o.protocol}//${o.host}`, o, cb),
     });
+  }
+
+  private readonly connector: buildConnector.connector;
+  /** Origins with a connect in progress, and the connects waiting for its result. */
+  private readonly connecting = new Map<string, PendingConnect[]>();
+  /** Origins that just reset or cut a connection, until when (epoch ms): their connects go one at a time. */
+  private suspect = new Map<string, number>();
+
+  /**
+   * undici has no hook for this, so its connector is wrapped. A connect to an
+   * origin just proved gone fails at once without touching the network. While
+   * a connect to an origin is in progress, further ones wait for its result:
+   * if it proves the origin gone they fail at once too; otherwise they go
+   * ahead in parallel, or one at a time while the origin is suspect (it just
+   * reset or cut a connection: a dying process may still complete a handshake
+   * or two). So when an instance dies, the requests queued across its pool pay
+   * one failed connect, not one each, and fail over. The cost is one connect's
+   * time for connections that open together in a burst.
+   */
+  private connect(origin: string, o: buildConnector.Options, cb: buildConnector.Callback): void {
+    if (this.isGone(origin)) {
+      // Asynchronously, as a real connect would answer.
+      process.nextTick(cb, Object.assign(new Error(`${origin} just proved gone`), { code: 'UTM_ORIGIN_GONE' }), null);
+      return;
+    }
+    const waiting = this.connecting.get(origin);
+    if (waiting) waiting.push({ o, cb });
+    else this.lead(origin, o, cb, []);
+  }
+
+  private lead(origin: string, o: buildConnector.Options, cb: buildConnector.Callback, waiters: PendingConnect[]): void {
+    this.connecting.set(origin, waiters);
+    this.open(origin, o, (err, socket) => {
+      const w = this.connecting.get(origin) ?? waiters;
+      this.connecting.delete(origin);
+      (cb as (e: Error | null, s: unknown) => void)(err, socket);
+      if (w.length === 0) return;
+      if (this.isGone(origin)) for (const x of w) this.connect(origin, x.o, x.cb);
+      else if (this.isSuspect(origin)) this.lead(origin, w[0].o, w[0].cb, w.slice(1));
+      else for (const x of w) this.open(origin, x.o, x.cb);
+    });
+  }
+
+  private open(origin: string, o: buildConnector.Options, cb: buildConnector.Callback): void {
+    this.connector(o, (err, socket) => {
+      if (err) {
+        // Failed while connecting: the request was never written.
+        (err as Error & { duringConnect?: boolean }).duringConnect = true;
+        const code = (err as { code?: string }).code;
+        if (code === 'ECONNREFUSED' || code === 'ECONNRESET') this.markGone(origin);
+      }
+      if (socket) {
+        socket.once('error', (e: Error & { code?: string; freshConnection?: boolean }) => {
+          if (e.code !== 'ECONNRESET') return;
+          this.markSuspect(origin);
+          if (socket.bytesRead === 0) {
+            e.freshConnection = true;
+            this.markGone(origin);
+          }
+        });
+      }
+      cb(err, socket as never);
+    });
+  }
+
+  private isGone(origin: string): boolean {
+    return live(this.gone, origin);
+  }
+
+  private isSuspect(origin: string): boolean {
+    return live(this.suspect, origin);
+  }
+
+  /**
+   * New connections to the origin fail at once for GONE_HOLD_MS: long enough
+   * for the requests already queued for it to fail over, short enough not to
+   * outlast a restart (health ejection keeps new requests away meanwhile).
+   */
+  private markGone(origin: string): void {
+    mark(this.gone, origin, GONE_HOLD_MS);
+  }
+
+  /** An attempt on a connection to `baseUrl` was reset or cut. */
+  markSuspect(baseUrl: string): void {
+    mark(this.suspect, this.splitUrl(baseUrl).origin, SUSPECT_MS);
   }
 
   private splitUrl(baseUrl: string): SplitUrl {
@@ -390,7 +577,7 @@ export class Upstream {
   /** Reports one attempt to the health hook; bookkeeping never breaks a request. */
   reportAttempt(target: Candidate, status: number | null, error: UpstreamError | null): void {
     try {
-      this.onAttempt?.(target, status, error);
+      this.onAttempt?.(target, status, error, null);
     } catch {
       // ignored on purpose
     }

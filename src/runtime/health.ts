@@ -113,9 +113,11 @@ export async function startHealth(w: HealthWiring): Promise<NodeHealth> {
   return {
     health, checker, retryBudgets, idempotency,
     stage: healthyInstances(health),
-    onAttempt: (target, status, error) => {
+    onAttempt: (target, status, error, retryAfterMs) => {
       if (target.instanceId === undefined || target.serviceId === undefined) return;
-      health.report({ id: target.instanceId, serviceId: target.serviceId }, outcomeOf(status, error), error?.message ?? (status !== null ? `status ${status}` : ''));
+      const inst = { id: target.instanceId, serviceId: target.serviceId };
+      health.report(inst, outcomeOf(status, error), error?.message ?? (status !== null ? `status ${status}` : ''));
+      if (status === 503 && retryAfterMs !== null && retryAfterMs > 0) health.holdOff(inst, retryAfterMs, `answered 503 with Retry-After (${Math.ceil(retryAfterMs / 1000)}s)`);
     },
     retryPolicy: (serviceId) => {
       if (serviceId === undefined) return undefined;

@@ -17,8 +17,10 @@ export function bodyPolicy(config: Config): Stage {
     // A non-idempotent request may still fail over when an attempt never reached
     // its upstream, which needs the body again: small declared bodies are kept
     // for that; larger ones stream and get one attempt.
-    const replay = x.control.idempotent || x.failover === 'unreached' || (declared <= SMALL_BODY && req.header('transfer-encoding') === undefined);
-    if (replay && x.candidates.length > 1) {
+    const small = declared <= SMALL_BODY && req.header('transfer-encoding') === undefined;
+    const replay = x.control.idempotent || x.failover === 'unreached' || small;
+    // With one candidate only a Retry-After wait can send the body again (idempotent requests).
+    if (replay && (x.candidates.length > 1 || (x.control.idempotent && small))) {
       return req.readBody(limit).then((b) => {
         x.body = b;
       });

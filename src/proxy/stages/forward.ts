@@ -59,7 +59,7 @@ export function forward(upstream: Upstream, retryPolicy?: (serviceId: string | u
     const c = x.control;
     x.outcome = await upstream.forward(
       { method: req.method, path: x.path, query: x.query ?? req.query, headers, body: x.body, idempotent: c.idempotent, timeoutMs: c.timeoutMs, failover: x.failover,
-        retry: x.candidates.length > 1 ? retryPolicy?.(x.service?.id) : undefined },
+        retry: retryPolicy?.(x.service?.id) },
       x.candidates,
       x.res,
       (_status, out, target, retries) => decorate(x, req, out, target, retries),
