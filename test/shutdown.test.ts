@@ -134,6 +134,21 @@ for (const server of LISTENERS) {
       });
     }
 
+    it('SIGTERM during start-up: the node finishes starting, then stops cleanly (exit 0, not killed by the signal)', async () => {
+      const cli = startCli(env());
+      // The handlers are installed before the node starts: wait for the first log line, not for "listening".
+      await new Promise<void>((resolve) => {
+        const t = setInterval(() => cli.lines.length > 0 && (clearInterval(t), resolve()), 5);
+      });
+      cli.child.kill('SIGTERM');
+      try {
+        assert.equal(await cli.exited, 0);
+        assert.ok(cli.lines.some((l) => l.msg === 'stopped'), JSON.stringify(cli.lines.map((l) => l.msg)));
+      } finally {
+        if (cli.child.exitCode === null) cli.child.kill('SIGKILL');
+      }
+    });
+
     it('a second signal exits at once, requests still in flight', async () => {
       gate = newGate();
       const up = await slowUpstream();

@@ -72,6 +72,8 @@ describe('listener threads (UTILMETA_PROXY_WORKERS=2)', () => {
   });
 
   it('both threads serve the one port, and the metrics endpoint sums their counts', async () => {
+    // Each thread logs through its own stream: its line may follow the main thread's.
+    for (let i = 0; i < 100 && lines.filter((l) => l.msg === 'utilmeta-proxy listening').length < 2; i++) await new Promise((r) => setTimeout(r, 50));
     const started = lines.filter((l) => l.msg === 'utilmeta-proxy listening');
     assert.equal(started.length, 2, 'two listener threads started');
     assert.deepEqual(new Set(started.map((l) => l.thread)), new Set([1, 2]));

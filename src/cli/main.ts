@@ -124,22 +124,12 @@ async function main(argv: string[]): Promise<number> {
   }
   // start
   if (config.baseUrlDerived) log.warn({ baseUrl: config.baseUrl }, `${PREFIX}BASE_URL is not set; using the listen address`);
-  let node: { close(): Promise<void>; shutdown(drainMs?: number): Promise<boolean> };
-  if (config.workers > 1) {
-    const { uwsAvailable } = await import('../http/index.ts');
-    if (uwsAvailable()) {
-      const { startWorkers } = await import('../runtime/workers.ts');
-      node = await startWorkers(config, log, config.workers);
-    } else {
-      log.warn({ workers: config.workers }, 'uWebSockets.js is unavailable: one node:http listener serves instead of several threads');
-      node = await (await import('../runtime/index.ts')).startNode(config, log);
-    }
-  } else {
-    node = await (await import('../runtime/index.ts')).startNode(config, log);
-  }
+  type RunningNode = { close(): Promise<void>; shutdown(drainMs?: number): Promise<boolean> };
   // First signal: a graceful shutdown (readiness false, no new connections,
   // requests in flight finish within DRAIN_TIMEOUT, then pools and databases
-  // close, exit 0). A second signal exits at once.
+  // close, exit 0). A second signal exits at once. The handlers are in place
+  // before the node starts: a signal during start-up waits for it, then stops it.
+  let startup: Promise<RunningNode> | null = null;
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) {
@@ -149,16 +139,31 @@ async function main(argv: string[]): Promise<number> {
     }
     stopping = true;
     log.info({ signal, drainMs: config.drainTimeout }, 'shutting down');
-    const drained = await node.shutdown(config.drainTimeout).catch((err) => {
-      log.error({ err }, 'error during shutdown');
-      return false;
-    });
+    const running = await startup?.catch(() => null);
+    const drained = running
+      ? await running.shutdown(config.drainTimeout).catch((err) => {
+          log.error({ err }, 'error during shutdown');
+          return false;
+        })
+      : true;
     log.info({ drained }, 'stopped');
     log.flush?.();
     process.exit(0);
   };
   process.on('SIGINT', () => void stop('SIGINT'));
   process.on('SIGTERM', () => void stop('SIGTERM'));
+  startup = (async (): Promise<RunningNode> => {
+    if (config.workers > 1) {
+      const { uwsAvailable } = await import('../http/index.ts');
+      if (uwsAvailable()) {
+        const { startWorkers } = await import('../runtime/workers.ts');
+        return startWorkers(config, log, config.workers);
+      }
+      log.warn({ workers: config.workers }, 'uWebSockets.js is unavailable: one node:http listener serves instead of several threads');
+    }
+    return (await import('../runtime/index.ts')).startNode(config, log);
+  })();
+  await startup;
   return -1; // keep running
 }
 
