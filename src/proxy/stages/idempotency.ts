@@ -19,11 +19,19 @@ import type { Stage } from '../chain.ts';
 const NOT_REPLAYED = new Set(['x-request-id', 'server-timing']);
 
 export function withIdempotency(store: IdempotencyStore, bodyLimit: number, inner: Stage): Stage {
-  return async (x) => {
-    const req = x.req;
-    if (!requiresIdempotencyCheck(req.method)) return inner(x);
-    const key = parseIdempotencyKey(req.header('idempotency-key'));
+  // Not async itself: requests without a key (nearly all) go straight to `inner`
+  // without an extra promise around it.
+  return (x) => {
+    if (!requiresIdempotencyCheck(x.req.method)) return inner(x);
+    const key = parseIdempotencyKey(x.req.header('idempotency-key'));
     if (key === null) return inner(x);
+    return guarded(store, bodyLimit, inner, x, key);
+  };
+}
+
+async function guarded(store: IdempotencyStore, bodyLimit: number, inner: Stage, x: Parameters<Stage>[0], key: NonNullable<ReturnType<typeof parseIdempotencyKey>>): Promise<void> {
+  {
+    const req = x.req;
     // The body is part of "the same request": read a streamed one once (within the limit).
     if (x.body !== null && !Buffer.isBuffer(x.body)) {
       const chunks: Buffer[] = [];
@@ -66,7 +74,7 @@ export function withIdempotency(store: IdempotencyStore, bodyLimit: number, inne
     } else {
       await store.complete(lease, rec.result()).catch(() => {});
     }
-  };
+  }
 }
 
 /** Passes everything to the client's writer and keeps a copy for the store. */
