@@ -1,17 +1,23 @@
-// Long-lived exchanges: the session index (keys, re-check, timer wheel) and, end
-// to end on both listeners, a streaming response allowed by a permission that
-// is cut when the permission is removed, and an idle keep-alive connection whose
-// next request, after its principal lost access, is refused (decisions are per request).
+// Long-lived exchanges: the session index (keys, re-check, timer wheel, idle
+// connections) and, end to end on both listeners, a streaming response cut when
+// its permission is removed, and an idle keep-alive connection whose principal
+// lost access (revoked token, deleted authorization, a grant's end): node:http
+// closes it at once, uWS (no handle on an idle connection) at its next request,
+// which is refused with Connection: close. Other users' connections stay open.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import aws4 from 'aws4';
 import { Client, request } from 'undici';
 import { CLI_CALLER } from '../src/access/credentials.ts';
 import { SessionIndex, keysOfEffect } from '../src/access/sessions.ts';
 import { buildDecisionState } from '../src/access/decision-state.ts';
-import { freshDatabases, LISTENERS, type TestDatabases, type TestNode } from './support/env.ts';
+import { freshDatabases, startTestNode, LISTENERS, type TestDatabases, type TestNode } from './support/env.ts';
 import { startUpstream, type TestUpstream } from './support/upstream.ts';
 import { call } from './support/http.ts';
 import { buildWorld, OPENAPI, registerService, startAuthzNode, v1, type World } from './support/services-auth.ts';
+import { insertInstanceResource, registrationBody } from './support/ops.ts';
+import { seedWorld, settle, v1 as v1Grants, type World as GrantWorld } from './support/grants-fixture.ts';
+import { generateMasterKey } from '../src/access/crypto.ts';
 
 const STATE = buildDecisionState({});
 
@@ -88,6 +94,24 @@ describe('session index (unit)', () => {
     endB.end();
     assert.equal(idx.size, 0);
     assert.equal(idx.count, 0);
+  });
+
+  it('an idle connection keeps its registration: an effect closes the connection, release() drops it', () => {
+    const idx = new SessionIndex();
+    const events: string[] = [];
+    const conn = { close: () => events.push('conn closed') };
+    const s = idx.register({ keys: ['token:1'], deadline: null, recheck: () => true, close: () => events.push('exchange cut') });
+    s.idle(conn);
+    assert.equal(idx.count, 1, 'still registered while the connection is idle');
+    assert.equal(idx.onEffect('token.revoke', { token_ids: ['1'] }, STATE), 1);
+    assert.deepEqual(events, ['conn closed'], 'the connection is closed, not the ended exchange');
+    assert.equal(idx.count, 0);
+    const t = idx.register({ keys: ['token:2'], deadline: null, recheck: () => true, close: () => events.push('cut') });
+    t.idle(conn);
+    t.release(); // the next request on the connection, or its close
+    assert.equal(idx.count, 0);
+    assert.equal(idx.onEffect('token.revoke', { token_ids: ['2'] }, STATE), 0, 'nothing left to close');
+    assert.deepEqual(events, ['conn closed']);
   });
 
   it('closes a session at its deadline (timer wheel)', async () => {
@@ -306,6 +330,77 @@ for (const server of LISTENERS) {
       });
       await again.body.text();
       assert.equal(again.statusCode, 403);
+    });
+  });
+}
+
+for (const server of LISTENERS) {
+  describe(`a grant's end reaches an idle keep-alive connection (${server} listener)`, () => {
+    let dbs: TestDatabases;
+    let node: TestNode;
+    let up: TestUpstream;
+    let w: GrantWorld;
+    let app: string;
+    let key: { accessKeyId: string; secretAccessKey: string };
+
+    before(async () => {
+      dbs = freshDatabases();
+      node = await startTestNode(server, dbs, { UTILMETA_PROXY_AUTHZ_MASTER_KEYS: generateMasterKey('k1') });
+      up = await startUpstream();
+      const res = await insertInstanceResource(node.db.ops, { service: 'orders', address: up.address });
+      const r = await request(`${node.origin}/api/registry`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(registrationBody({ name: 'orders', address: up.address, instanceId: res.id })) });
+      assert.equal(r.statusCode, 200, await r.body.text());
+      const [svc] = await node.db.registry<{ id: string }[]>`SELECT id FROM utilmeta_service WHERE name = 'orders'`;
+      w = await seedWorld(node, { serviceId: svc!.id, serviceName: 'orders', templates: [['GET', '/short']] });
+      const a = await v1Grants(node, 'POST', `/${w.projectId}/service/apps`, { token: w.alice.token, body: { name: 'caller' } });
+      assert.equal(a.status, 201);
+      app = a.json.id;
+      key = await node.access.credentials.createKey(CLI_CALLER, { ownerType: 'APP', ownerId: app });
+    });
+    after(async () => {
+      await node?.close();
+      await up?.close();
+      await dbs?.drop();
+    });
+
+    it('the idle connection of an app whose grant ends is closed at the end (node:http) or at its next request (uWS)', async () => {
+      const end = Date.now() + 2500;
+      const g = await v1Grants(node, 'POST', `/${w.projectId}/service/apis/authorize/action`, {
+        token: w.bob.token, body: { api_id: w.apis['GET /short']!, app_id: app, apply_type: 'APPLY_TYPE_AUTHORIZE', time: new Date(end).toISOString() },
+      });
+      assert.equal(g.status, 204);
+      await settle([node]);
+      const c = new Conn(node.origin);
+      const host = new URL(node.origin).host;
+      const signed = () => {
+        const o = aws4.sign(
+          { host, method: 'GET', path: '/api/proxy/short', headers: { Host: host, 'x-utilmeta-proxy-type': 'discovery', 'x-utilmeta-service-name': 'orders' }, service: 'utilmeta', region: 'pri' },
+          key,
+        ) as { headers: Record<string, string> };
+        return o.headers;
+      };
+      try {
+        const ok = await c.get(signed(), '/api/proxy/short');
+        assert.equal(ok.status, 200);
+        const closed = c.nextDisconnect(end - Date.now() + 5000);
+        if (server === 'node') {
+          assert.ok(await closed, 'the idle connection was closed when the grant ended');
+          console.log(`# ${server}: idle connection closed ${Date.now() - end} ms after the grant end (wall clock)`);
+          assert.ok(node.access.view.now() >= end - 1, 'not before the end (decision clock)');
+        } else {
+          const wait = end - node.access.view.now();
+          if (wait > 0) await new Promise((r) => setTimeout(r, wait + 1));
+          assert.equal(c.disconnects, 0, 'uWS cannot reach the idle connection');
+          const r = await c.get(signed(), '/api/proxy/short');
+          assert.equal(r.status, 403);
+          assert.equal(r.json.state, 'grant_expired');
+          assert.equal(r.headers.connection, 'close');
+          assert.ok(await closed, 'the connection closed after the refusal');
+          assert.equal(c.connects, 1);
+        }
+      } finally {
+        await c.close();
+      }
     });
   });
 }
