@@ -46,9 +46,19 @@ export interface SessionHandle {
 class Session implements SessionHandle {
   bucket: number | null = null;
   closed = false;
+  readonly keys: readonly string[];
+  readonly deadline: number | null;
+  readonly recheck: (state: DecisionState) => boolean;
+  /** The exchange's close; dropped once the exchange ended, so an idle connection does not hold it. */
+  private closeExchange: ((reason: string) => void) | null;
   private conn: { close(): void } | null = null;
 
-  constructor(private readonly index: SessionIndex, readonly spec: SessionSpec) {}
+  constructor(private readonly index: SessionIndex, spec: SessionSpec) {
+    this.keys = spec.keys;
+    this.deadline = spec.deadline;
+    this.recheck = spec.recheck;
+    this.closeExchange = spec.close;
+  }
 
   end(): void {
     this.index.remove(this);
@@ -60,12 +70,13 @@ class Session implements SessionHandle {
 
   idle(conn: { close(): void }): void {
     this.conn = conn;
+    this.closeExchange = null;
   }
 
   /** Ends what the session stands for: the exchange, or the idle connection. */
   cut(reason: string): void {
     if (this.conn !== null) this.conn.close();
-    else this.spec.close(reason);
+    else this.closeExchange?.(reason);
   }
 }
 
@@ -145,7 +156,7 @@ export class SessionIndex {
   register(spec: SessionSpec): SessionHandle {
     const s = new Session(this, spec);
     this.live++;
-    for (const k of spec.keys) {
+    for (const k of s.keys) {
       let set = this.byKey.get(k);
       if (!set) this.byKey.set(k, (set = new Set()));
       set.add(s);
@@ -175,7 +186,7 @@ export class SessionIndex {
         let keep = !unconditional;
         if (keep) {
           try {
-            keep = s.spec.recheck(state);
+            keep = s.recheck(state);
           } catch {
             keep = false; // a check that cannot run is no authorization
           }
@@ -209,7 +220,7 @@ export class SessionIndex {
     if (s.closed) return;
     s.closed = true;
     this.live--;
-    for (const k of s.spec.keys) {
+    for (const k of s.keys) {
       const set = this.byKey.get(k);
       if (!set) continue;
       set.delete(s);
@@ -241,7 +252,7 @@ export class SessionIndex {
     const now = this.now();
     for (const [b, set] of [...this.buckets]) {
       if (b * BUCKET_MS > now) continue;
-      for (const s of [...set]) if (s.spec.deadline !== null && s.spec.deadline <= now) this.end(s, 'authorization ended: deadline');
+      for (const s of [...set]) if (s.deadline !== null && s.deadline <= now) this.end(s, 'authorization ended: deadline');
     }
     this.schedule();
   }

@@ -9,9 +9,9 @@ import { DomainError } from '../../core/errors.ts';
 import type { HeaderList } from '../../http/types.ts';
 import {
   appBoundTo, decide, decideSupervisor, resolveCredential, sigv4ErrorResponse, sigv4NeedsBody, sha256Hex, EMPTY_SHA256,
-  testInstancesOnly, type AccessView, type Principal, type AuthFailure, type SigV4Options, type Allow,
+  testInstancesOnly, type AccessView, type Principal, type AuthFailure, type SigV4Options, type Allow, type DecisionRequest,
 } from '../../access/index.ts';
-import type { SessionIndex } from '../../access/sessions.ts';
+import type { SessionIndex, SessionSpec } from '../../access/sessions.ts';
 import type { Exchange } from '../exchange.ts';
 import type { Stage } from '../chain.ts';
 
@@ -137,16 +137,20 @@ function registerSession(sessions: SessionIndex, deps: AccessDeps, x: Exchange, 
   else if (principal.via === 'sigv4') keys.push(`ak:${principal.accessKeyId}`);
   if (d.grant) keys.push(`grant:${d.grant.id}`);
   if (d.api) keys.push(`api:${d.api.apiId}`);
-  const req = { serviceId: svc.id, serviceName: svc.name, method: x.req.method, rawPath: x.path };
   x.session = sessions.register({
     keys,
     deadline: d.deadline,
-    recheck: (state) => {
-      const again = decide(state, req, principal, deps.view.now(), { stalenessMs: 0, maxStalenessMs: Number.POSITIVE_INFINITY });
-      return again.result === 'ALLOW' || again.audit;
-    },
+    recheck: recheckOf(deps, { serviceId: svc.id, serviceName: svc.name, method: x.req.method, rawPath: x.path }, principal),
     close: (reason) => (x.cut ? x.cut(reason) : x.res.abort()),
   });
+}
+
+/** Made apart from the exchange so that the registration of an idle connection does not keep the exchange alive. */
+function recheckOf(deps: AccessDeps, req: DecisionRequest, principal: Principal): SessionSpec['recheck'] {
+  return (state) => {
+    const again = decide(state, req, principal, deps.view.now(), { stalenessMs: 0, maxStalenessMs: Number.POSITIVE_INFINITY });
+    return again.result === 'ALLOW' || again.audit;
+  };
 }
 
 /** supervisor and operations: the edge jti denylist and the supervisor policy. */
