@@ -412,7 +412,7 @@ class UwsResponse implements ResponseWriter, ClientConnection {
     // While draining, a response that uWS cannot close itself (bodyless or
     // streamed ones end without the close flag in this build) tells the client
     // to close the connection after it.
-    if (this.drain.draining && !uwsCloses) res.writeHeader('connection', 'close');
+    if (this.drain.draining && !uwsCloses && !asksToClose(headers)) res.writeHeader('connection', 'close');
   }
 
   /**
