@@ -122,12 +122,13 @@ let requestIds = 0;
  * uWS buffers everything itself, so after backpressure we probe with a small
  * slice before handing it more.
  *
- * It is also the request's view of its connection. This build gives JavaScript no handle on a connection between
- * requests: a HttpResponse is invalid once its response ended, there is no
- * remote port and no connection open/close hook. So an idle connection cannot
- * be found again, watched or closed: `park` keeps nothing, and `close` only
- * cuts the response in flight (uWS closes idle HTTP connections itself after
- * about 10 s; a request on one is decided again).
+ * It is also the request's view of its connection. This build gives
+ * JavaScript no handle on a connection between requests: a HttpResponse is
+ * invalid once its response ended, there is no remote port and no connection
+ * open/close hook. So an idle connection cannot be found again, watched or
+ * closed: `park` keeps nothing, and `close` only cuts the response in flight
+ * (uWS closes idle HTTP connections itself after about 10 s; a request on one
+ * is decided again).
  */
 class UwsResponse implements ResponseWriter, ClientConnection {
   /** Set for a valid WebSocket handshake that arrived on the ws route. */
