@@ -541,6 +541,63 @@ for (const kind of ['uws', 'node'] as const) {
       }
     });
 
+    it('req.connection: one id per connection, park() released by the next request or the close, close(); a handler\'s connection: close closes it', T, async () => {
+      const seen: Array<{ id: number; parked: boolean }> = [];
+      const released: number[] = [];
+      let last: IncomingRequest['connection'] | null = null;
+      const l2 = await listen((req, res) => {
+        if (req.path === '/close-me') return res.send(200, [['connection', 'close']], 'bye');
+        res.send(200, [], 'ok');
+        const n = seen.length;
+        seen.push({ id: req.connection.id, parked: req.connection.park({ release: () => released.push(n) }) });
+        last = req.connection;
+      }, { host: '127.0.0.1', port: 0, server: kind });
+      const origin = `http://127.0.0.1:${l2.port}`;
+      const c1 = new Client(origin, { pipelining: 1 });
+      const c2 = new Client(origin, { pipelining: 1 });
+      const get = async (c: Client) => (await (await c.request({ path: '/a', method: 'GET' })).body.text());
+      const until = async (cond: () => boolean, what: string) => {
+        for (let i = 0; i < 500 && !cond(); i++) await sleep(10);
+        assert.ok(cond(), what);
+      };
+      try {
+        assert.equal(await get(c1), 'ok');
+        assert.equal(await get(c1), 'ok');
+        assert.equal(await get(c2), 'ok');
+        assert.notEqual(seen[2]!.id, seen[0]!.id, 'another connection, another id');
+        if (kind === 'node') {
+          assert.equal(seen[1]!.id, seen[0]!.id, 'the same keep-alive connection keeps its id');
+          assert.deepEqual(seen.map((x) => x.parked), [true, true, true]);
+          assert.deepEqual(released, [0], 'the second request on c1 released what the first parked');
+          const gone = new Promise<void>((resolve) => c2.once('disconnect', () => resolve()));
+          last!.close();
+          await gone;
+          await until(() => released.includes(2), 'the closed connection released what it held');
+          await c1.close();
+          await until(() => released.includes(1), 'a connection closed by the client releases too');
+        } else {
+          // This uWS build cannot recognise or watch a connection once its response ended.
+          assert.notEqual(seen[1]!.id, seen[0]!.id);
+          assert.deepEqual(seen.map((x) => x.parked), [false, false, false]);
+          assert.deepEqual(released, []);
+        }
+        // A handler's `connection: close`: the listener closes the connection after the answer.
+        const s = net.connect(l2.port, '127.0.0.1');
+        let text = '';
+        s.on('data', (d) => (text += d.toString('latin1')));
+        const ended = new Promise<void>((resolve) => s.once('close', () => resolve()));
+        s.write('GET /close-me HTTP/1.1\r\nHost: h\r\n\r\n');
+        await ended;
+        assert.match(text, /^HTTP\/1\.1 200/);
+        assert.equal(text.match(/\r\nconnection: close\r\n/gi)?.length, 1, text);
+        assert.ok(text.endsWith('bye'), text);
+      } finally {
+        await c1.close().catch(() => {});
+        await c2.close().catch(() => {});
+        await l2.close();
+      }
+    });
+
     it('close() stops listening and closes idle keep-alive connections', T, async () => {
       const l2 = await listen(makeHandler(state), { host: '127.0.0.1', port: 0, server: kind });
       const s = net.connect(l2.port, '127.0.0.1');

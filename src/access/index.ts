@@ -3,7 +3,7 @@
 // directory), SigV4, and the live view every node decides from.
 export { AccessView, type AccessSnapshot, type AccessViewOptions, type EventPayload } from './view.ts';
 export { resolveCredential, bearerToken, sigv4NeedsBody, keyResolver, type CredentialInput, type CredentialResult } from './authenticate.ts';
-export { decide, authenticateBearer, principalForAccessKey, appBoundTo, testInstancesOnly, type Principal, type AuthFailure, type Decision, type Allow, type Deny } from './decide.ts';
+export { decide, authenticateBearer, principalForAccessKey, appBoundTo, testInstancesOnly, type Principal, type AuthFailure, type Decision, type Allow, type Deny, type DecisionRequest } from './decide.ts';
 export { decideSupervisor, jtiRevoked } from './platform-policy.ts';
 export {
   verifySigV4, finishSigV4, authenticateSigV4, findCarriers, sigv4ErrorResponse, sha256Hex, EMPTY_SHA256, DEFAULT_SIGV4_OPTIONS,

@@ -6,6 +6,10 @@
 // unconditionally; anything else re-runs the session's check against the new
 // state, so removing an unrelated membership leaves the stream alone.
 //
+// When an exchange ends and its keep-alive connection stays open, the
+// connection stays indexed under the same keys and deadline until its next
+// request or its close (`idle`): ending it then closes the connection.
+//
 // Deadlines sit in a timer wheel of 100 ms buckets with one setTimeout for the
 // earliest bucket: thousands of streams cost one timer, and a cut lands at most
 // 100 ms after its deadline.
@@ -25,10 +29,55 @@ export interface SessionSpec {
   close: (reason: string) => void;
 }
 
-interface Session extends SessionSpec {
-  id: number;
-  bucket: number | null;
-  closed: boolean;
+/** What register() returns: the exchange's handle on its registration. */
+export interface SessionHandle {
+  readonly closed: boolean;
+  /** The exchange ended and nothing stays: unregister. */
+  end(): void;
+  /**
+   * The exchange ended and its connection stays open: keep the registration
+   * (keys, deadline, re-check) for the connection, which `conn.close()` closes.
+   * `release()` unregisters it (the next request on the connection, or its close).
+   */
+  idle(conn: { close(): void }): void;
+  release(): void;
+}
+
+class Session implements SessionHandle {
+  bucket: number | null = null;
+  closed = false;
+  readonly keys: readonly string[];
+  readonly deadline: number | null;
+  readonly recheck: (state: DecisionState) => boolean;
+  /** The exchange's close; dropped once the exchange ended, so an idle connection does not hold it. */
+  private closeExchange: ((reason: string) => void) | null;
+  private conn: { close(): void } | null = null;
+
+  constructor(private readonly index: SessionIndex, spec: SessionSpec) {
+    this.keys = spec.keys;
+    this.deadline = spec.deadline;
+    this.recheck = spec.recheck;
+    this.closeExchange = spec.close;
+  }
+
+  end(): void {
+    this.index.remove(this);
+  }
+
+  release(): void {
+    this.index.remove(this);
+  }
+
+  idle(conn: { close(): void }): void {
+    this.conn = conn;
+    this.closeExchange = null;
+  }
+
+  /** Ends what the session stands for: the exchange, or the idle connection. */
+  cut(reason: string): void {
+    if (this.conn !== null) this.conn.close();
+    else this.closeExchange?.(reason);
+  }
 }
 
 /** The keys a tightening event touches, from its effect (see tightening.ts for the payloads). */
@@ -84,10 +133,10 @@ export function keysOfEffect(action: string, effect: Record<string, unknown>): {
 
 export class SessionIndex {
   private readonly byKey = new Map<string, Set<Session>>();
+  private live = 0;
   private readonly buckets = new Map<number, Set<Session>>();
   private timer: NodeJS.Timeout | null = null;
   private timerBucket = Infinity;
-  private nextId = 1;
 
   /** `now` is the decision clock (PostgreSQL-corrected). */
   constructor(private readonly now: () => number = Date.now) {}
@@ -98,23 +147,29 @@ export class SessionIndex {
     return n;
   }
 
-  /** Registers an allowed exchange; call the returned function when it ends normally. */
-  register(spec: SessionSpec): () => void {
-    const s: Session = { ...spec, id: this.nextId++, bucket: null, closed: false };
+  /** Sessions registered (exchanges in flight and idle connections). */
+  get count(): number {
+    return this.live;
+  }
+
+  /** Registers an allowed exchange; end() (or idle()) it when the exchange ends normally. */
+  register(spec: SessionSpec): SessionHandle {
+    const s = new Session(this, spec);
+    this.live++;
     for (const k of s.keys) {
       let set = this.byKey.get(k);
       if (!set) this.byKey.set(k, (set = new Set()));
       set.add(s);
     }
-    if (s.deadline !== null && Number.isFinite(s.deadline)) {
-      const b = Math.ceil(s.deadline / BUCKET_MS);
+    if (spec.deadline !== null && Number.isFinite(spec.deadline)) {
+      const b = Math.ceil(spec.deadline / BUCKET_MS);
       s.bucket = b;
       let set = this.buckets.get(b);
       if (!set) this.buckets.set(b, (set = new Set()));
       set.add(s);
       this.schedule();
     }
-    return () => this.remove(s);
+    return s;
   }
 
   /** A tightening event was applied and `state` is the result: close what it ends. Returns how many were closed. */
@@ -154,15 +209,17 @@ export class SessionIndex {
   private end(s: Session, reason: string): void {
     this.remove(s);
     try {
-      s.close(reason);
+      s.cut(reason);
     } catch {
       // the exchange is already gone
     }
   }
 
-  private remove(s: Session): void {
+  /** @internal through SessionHandle.end/release */
+  remove(s: Session): void {
     if (s.closed) return;
     s.closed = true;
+    this.live--;
     for (const k of s.keys) {
       const set = this.byKey.get(k);
       if (!set) continue;

@@ -2,7 +2,7 @@
 // the same request/response behaviour to the handler.
 import { STATUS_CODES } from 'node:http';
 import type { Logger } from 'pino';
-import { BodyTooLargeError, type HeaderList, type IncomingRequest, type ListenerKind, type WebSocketHandshake } from './types.ts';
+import { BodyTooLargeError, type HeaderList, type IncomingRequest, type ListenerKind, type WebSocketHandshake, type ClientConnection } from './types.ts';
 
 const statusLines: string[] = [];
 
@@ -32,6 +32,15 @@ export function isListenerOwnedHeader(name: string): boolean {
   if (n !== 4 && n !== 14 && n !== 17) return false;
   const l = name.toLowerCase();
   return l === 'date' || l === 'content-length' || l === 'transfer-encoding';
+}
+
+/** The handler's headers ask to close the connection after the response (`connection: close`). */
+export function asksToClose(headers: HeaderList): boolean {
+  for (let i = 0; i < headers.length; i++) {
+    const h = headers[i];
+    if (h[0].length === 10 && h[0].toLowerCase() === 'connection' && h[1].toLowerCase() === 'close') return true;
+  }
+  return false;
 }
 
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
@@ -350,7 +359,8 @@ export class ListenerRequest implements IncomingRequest {
     readonly remoteAddress: string,
     /** null when the request declares no body. */
     private readonly bodyQueue: BodyQueue | null,
-    readonly upgrade: WebSocketHandshake | null = null,
+    readonly upgrade: WebSocketHandshake | null,
+    readonly connection: ClientConnection,
   ) {}
 
   get hasBody(): boolean {

@@ -6,7 +6,7 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type {
-  AcceptWebSocket, Handler, HeaderList, ListenOptions, Listener, ResponseWriter, ServerWebSocket, WebSocketHandlers, WebSocketHandshake, WebSocketOptions,
+  AcceptWebSocket, ClientConnection, Handler, Parked, HeaderList, ListenOptions, Listener, ResponseWriter, ServerWebSocket, WebSocketHandlers, WebSocketHandshake, WebSocketOptions,
 } from './types.ts';
 import { checkHandshake, clipReason, handshakeErrorBody, handshakeErrorHeaders, isSendableCloseCode, OpenSockets, websocketOptions, type HandshakeError } from './websocket-util.ts';
 import {
@@ -39,6 +39,51 @@ function flatHeaders(headers: HeaderList): string[] {
   return flat;
 }
 
+let connectionIds = 0;
+const CONNECTION = Symbol('utilmeta-proxy.connection');
+
+/** One client socket, made on its first request (one object per connection, not per request). */
+class NodeConnection implements ClientConnection {
+  readonly id = ++connectionIds;
+  /** Requests begun on this socket whose response has not closed yet. */
+  active = 0;
+  private parked: Parked | null = null;
+
+  constructor(private readonly socket: Socket) {
+    socket.once('close', () => this.unpark());
+  }
+
+  static of(socket: Socket): NodeConnection {
+    const s = socket as Socket & { [CONNECTION]?: NodeConnection };
+    return (s[CONNECTION] ??= new NodeConnection(socket));
+  }
+
+  /** A request begins on this connection: it is no longer idle. */
+  begin(): void {
+    this.active++;
+    if (this.parked !== null) this.unpark();
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+
+  park(p: Parked): boolean {
+    // active > 1: a pipelined request already began, so the connection is not idle after this response.
+    if (this.socket.destroyed || this.active > 1) return false;
+    const old = this.parked;
+    this.parked = p;
+    if (old !== null) old.release();
+    return true;
+  }
+
+  private unpark(): void {
+    const p = this.parked;
+    this.parked = null;
+    p?.release();
+  }
+}
+
 /** What accepting a WebSocket on node:http needs: the upgrade event's socket and its first bytes. */
 interface UpgradeContext {
   ws: NodeWebSockets;
@@ -65,8 +110,10 @@ class NodeResponse implements ResponseWriter {
     private readonly log: Logger | undefined,
     private readonly done: () => void,
     private readonly drain: { stopping: boolean },
+    conn: NodeConnection,
   ) {
     res.once('close', () => {
+      conn.active--;
       done();
       if (!res.writableFinished) this.handleAborted();
     });
@@ -289,9 +336,11 @@ function onRequest(
       declared,
     );
   }
-  const out = new NodeResponse(res, req.method === 'HEAD', body, log, inFlight.begin(), drain);
+  const conn = NodeConnection.of(req.socket);
+  conn.begin();
+  const out = new NodeResponse(res, req.method === 'HEAD', body, log, inFlight.begin(), drain, conn);
   if (handshake && upgrade) out.upgrade = { ws: upgrade.ws, req, socket: upgrade.socket, head: upgrade.head };
-  const request = new ListenerRequest('node', req.method ?? 'GET', path, query, headers, unwrapMapped(req.socket.remoteAddress), body, handshake);
+  const request = new ListenerRequest('node', req.method ?? 'GET', path, query, headers, unwrapMapped(req.socket.remoteAddress), body, handshake, conn);
   try {
     const p = handler(request, out);
     if (p && typeof p.then === 'function') p.then(undefined, (err: unknown) => out.fail(err));

@@ -36,6 +36,32 @@ export interface IncomingRequest {
    * listener finds invalid never reaches the handler (400, or 426 for a version).
    */
   readonly upgrade: WebSocketHandshake | null;
+  /** The client connection the request arrived on. */
+  readonly connection: ClientConnection;
+}
+
+/** Something kept on an idle connection until it is used again or closes. */
+export interface Parked {
+  release(): void;
+}
+
+/** A client connection, as far as the listener can follow it. */
+export interface ClientConnection {
+  /**
+   * Unique per connection on node:http. On uWS unique per request: this build
+   * cannot recognise a connection again once a response on it ended.
+   */
+  readonly id: number;
+  /** Closes the connection at once; a response in flight on it is cut. */
+  close(): void;
+  /**
+   * Keeps `p` while the connection is idle after the current response:
+   * `p.release()` runs once, when the next request arrives on the connection
+   * or the connection closes. A later park releases the earlier one. Returns
+   * false, keeping nothing, when the listener cannot watch the idle connection
+   * (uWS), or it is closed, or another request on it has already begun.
+   */
+  park(p: Parked): boolean;
 }
 
 /** A valid WebSocket opening handshake (RFC 6455 §4.2.1). */

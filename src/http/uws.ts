@@ -38,7 +38,7 @@ import { createRequire } from 'node:module';
 import type { Logger } from 'pino';
 import type { HttpRequest, HttpResponse, TemplatedApp, WebSocket, us_listen_socket, us_socket_context_t } from 'uWebSockets.js';
 import type {
-  AcceptWebSocket, Handler, HeaderList, ListenOptions, Listener, ResponseWriter, ServerWebSocket, WebSocketHandlers, WebSocketHandshake, WebSocketOptions,
+  AcceptWebSocket, ClientConnection, Handler, Parked, HeaderList, ListenOptions, Listener, ResponseWriter, ServerWebSocket, WebSocketHandlers, WebSocketHandshake, WebSocketOptions,
 } from './types.ts';
 import { checkHandshake, clipReason, handshakeErrorBody, handshakeErrorHeaders, isSendableCloseCode, OpenSockets, websocketOptions, type HandshakeError } from './websocket-util.ts';
 import {
@@ -47,6 +47,7 @@ import {
   BodyQueue,
   ClientAbortedError,
   ListenerRequest,
+  asksToClose,
   assertValidHeader,
   byteLength,
   declaredLength,
@@ -109,6 +110,8 @@ function validate(headers: HeaderList): void {
   for (let i = 0; i < headers.length; i++) assertValidHeader(headers[i][0], headers[i][1]);
 }
 
+let requestIds = 0;
+
 /**
  * ResponseWriter over a uWS HttpResponse. `res` must not be touched once
  * `gone` (onAborted fired); every write runs inside res.cork().
@@ -118,10 +121,19 @@ function validate(headers: HeaderList): void {
  * `pending` and retry from onWritable). Without one, write() goes chunked and
  * uWS buffers everything itself, so after backpressure we probe with a small
  * slice before handing it more.
+ *
+ * It is also the request's view of its connection. This build gives
+ * JavaScript no handle on a connection between requests: a HttpResponse is
+ * invalid once its response ended, there is no remote port and no connection
+ * open/close hook. So an idle connection cannot be found again, watched or
+ * closed: `park` keeps nothing, and `close` only cuts the response in flight
+ * (uWS closes idle HTTP connections itself after about 10 s; a request on one
+ * is decided again).
  */
-class UwsResponse implements ResponseWriter {
+class UwsResponse implements ResponseWriter, ClientConnection {
   /** Set for a valid WebSocket handshake that arrived on the ws route. */
   upgrade: { key: string; context: us_socket_context_t; sockets: UwsWebSockets } | null = null;
+  readonly id = ++requestIds;
   gone = false; // client went away
   isHead = false;
   body: BodyQueue | null = null;
@@ -179,7 +191,8 @@ class UwsResponse implements ResponseWriter {
     // rather than read and discard the rest, as nginx does. Any other unread
     // body is read and dropped, keeping the connection alive.
     // While draining, too: the client must not reuse the connection (uWS closes it after the response).
-    const close = !bodyless && ((this.body !== null && this.body.refused) || this.drain.draining);
+    // A handler's `connection: close` too (uWS writes that header itself with the flag).
+    const close = !bodyless && ((this.body !== null && this.body.refused) || this.drain.draining || asksToClose(headers));
     this.beginOutput();
     res.cork(() => {
       this.writeStatusAndHeaders(status, headers, close);
@@ -246,6 +259,14 @@ class UwsResponse implements ResponseWriter {
     this.ended = true;
     this.done();
     this.res.close();
+  }
+
+  close(): void {
+    this.abort();
+  }
+
+  park(_p: Parked): boolean {
+    return false;
   }
 
   acceptWebSocket(opts: AcceptWebSocket, handlers: WebSocketHandlers): ServerWebSocket | null {
@@ -386,12 +407,13 @@ class UwsResponse implements ResponseWriter {
     res.writeStatus(statusLine(status));
     for (let i = 0; i < headers.length; i++) {
       const h = headers[i];
-      if (!isListenerOwnedHeader(h[0])) res.writeHeader(h[0], h[1]);
+      if (isListenerOwnedHeader(h[0]) || (uwsCloses && h[0].length === 10 && h[0].toLowerCase() === 'connection')) continue;
+      res.writeHeader(h[0], h[1]);
     }
     // While draining, a response that uWS cannot close itself (bodyless or
     // streamed ones end without the close flag in this build) tells the client
     // to close the connection after it.
-    if (this.drain.draining && !uwsCloses) res.writeHeader('connection', 'close');
+    if (this.drain.draining && !uwsCloses && !asksToClose(headers)) res.writeHeader('connection', 'close');
   }
 
   /**
@@ -533,7 +555,7 @@ function onRequest(
     });
   }
 
-  const request = new ListenerRequest('uws', method, path, query, headers, remoteAddress, body, handshake);
+  const request = new ListenerRequest('uws', method, path, query, headers, remoteAddress, body, handshake, out);
   try {
     const p = handler(request, out);
     if (p && typeof p.then === 'function') p.then(undefined, (err: unknown) => out.fail(err));

@@ -4,6 +4,7 @@
 import type { IncomingRequest, ResponseWriter } from '../http/types.ts';
 import type { RegistrySnapshot, InstanceView, ServiceView } from '../registry/snapshot.ts';
 import type { PlatformCaller } from '../platform/index.ts';
+import type { SessionHandle } from '../access/sessions.ts';
 import type { ProxyControl } from './control.ts';
 import type { Candidate, ForwardOutcome } from './upstream.ts';
 
@@ -61,8 +62,8 @@ export class Exchange {
   clientHeaders: Array<[string, string]> = [];
   /** The access decision, for the log line: principal, api, result. */
   authz: { principal?: string; api?: string; result: string; reason?: string; audit?: boolean } | undefined = undefined;
-  /** Unregisters the exchange from the access sessions once it has ended. */
-  sessionEnd: (() => void) | undefined = undefined;
+  /** The exchange's registration in the access sessions (authorization ON, allowed). */
+  session: SessionHandle | undefined = undefined;
   /** Ends a long-lived exchange whose authorization ended (default: cut the client connection). */
   cut: ((reason: string) => void) | undefined = undefined;
   /** A relayed WebSocket session, once it has ended: for the log line and metrics. */

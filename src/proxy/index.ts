@@ -105,6 +105,21 @@ export function buildChains(deps: ProxyDeps, sessions: WebSocketSessions = deps.
   return chains;
 }
 
+/**
+ * An allowed exchange ended. Its keep-alive connection last carried the
+ * principal, so while it stays open it stays registered (same keys, same
+ * deadline) until its next request or its close; ending it closes the
+ * connection. A listener that cannot watch idle connections (uWS) keeps none.
+ */
+function settleSession(x: Exchange): void {
+  const s = x.session!;
+  x.session = undefined;
+  if (s.closed) return;
+  const conn = x.req.connection;
+  if (x.websocket === undefined && x.req.upgrade === null && conn.park(s)) s.idle(conn);
+  else s.end();
+}
+
 export class ProxyHandler {
   private readonly chains: ReturnType<typeof buildChains>;
   /** Relayed WebSocket sessions (open count, shutdown close). */
@@ -157,7 +172,7 @@ export class ProxyHandler {
 
   /** The last stage: one log record and the metrics of the exchange. */
   private respond(x: Exchange): void {
-    x.sessionEnd?.();
+    if (x.session !== undefined) settleSession(x);
     const onResult = this.deps.onResult;
     if (!onResult) return;
     const o = x.outcome;

@@ -110,5 +110,6 @@ export function withSessionCredential(req: IncomingRequest): IncomingRequest {
     body: (limit: number) => req.body(limit),
     readBody: (limit: number) => req.readBody(limit),
     upgrade: req.upgrade,
+    connection: req.connection,
   };
 }

@@ -63,6 +63,8 @@ export interface AccessPlane {
   redis: Redis | null;
   /** The Redis channel access events are published on. */
   channel: string;
+  /** Allowed exchanges in flight and idle connections that last carried them. */
+  sessions: SessionIndex;
 }
 
 export interface StartOptions {
@@ -153,7 +155,7 @@ export async function startNode(config: Config, log: Logger, opts: StartOptions 
       { masterKeys, tokenTtlSeconds: config.authz.tokenTtl, keyGraceSeconds: config.authz.keyGrace },
       { limiter: redis ? new RedisLoginLimiter(redis) : new MemoryLoginLimiter() },
     );
-    const access: AccessPlane = { view: accessView, store: authzStore, credentials, redis, channel };
+    const access: AccessPlane = { view: accessView, store: authzStore, credentials, redis, channel, sessions };
     // Grant sweeper: the advisory-lock holder closes expired, cancelled and lapsed rows (a dedicated one-connection client for the session lock).
     const sweeperSql = db.embedded || config.db.host === null ? null : createClient({ host: config.db.host, port: config.db.port, user: config.db.user, password: config.db.password, ssl: config.db.ssl, database: config.db.registryName, max: 1 }, log);
     const sweeper = await startSweeper({ store: authzStore, leaderSql: sweeperSql, log });

@@ -9,9 +9,9 @@ import { DomainError } from '../../core/errors.ts';
 import type { HeaderList } from '../../http/types.ts';
 import {
   appBoundTo, decide, decideSupervisor, resolveCredential, sigv4ErrorResponse, sigv4NeedsBody, sha256Hex, EMPTY_SHA256,
-  testInstancesOnly, type AccessView, type Principal, type AuthFailure, type SigV4Options, type Allow,
+  testInstancesOnly, type AccessView, type Principal, type AuthFailure, type SigV4Options, type Allow, type DecisionRequest,
 } from '../../access/index.ts';
-import type { SessionIndex } from '../../access/sessions.ts';
+import type { SessionIndex, SessionSpec } from '../../access/sessions.ts';
 import type { Exchange } from '../exchange.ts';
 import type { Stage } from '../chain.ts';
 
@@ -26,11 +26,19 @@ export interface AccessDeps {
   sessions?: SessionIndex;
 }
 
-function jsonReply(status: number, headers: Record<string, string>, body: unknown, state: string): RawReply {
+function jsonReply(status: number, headers: Record<string, string>, body: unknown, state: string, close = false): RawReply {
   const h: HeaderList = [['content-type', 'application/json']];
   for (const [k, v] of Object.entries(headers)) h.push([k, v]);
+  if (close) h.push(CLOSE);
   return new RawReply(status, h, JSON.stringify(body), state);
 }
+
+/**
+ * On an access refusal: the connection is not kept for reuse. uWS cannot find
+ * an idle connection again once its principal's access ended, so the refusal
+ * of its next request is what closes it (node:http closes it at once).
+ */
+const CLOSE = ['connection', 'close'] as const;
 
 function credLabel(p: Principal | AuthFailure | null): string {
   if (p === null) return 'none';
@@ -75,7 +83,7 @@ function decideDiscovery(deps: AccessDeps, x: Exchange, bodySha256: string | und
       const r = sigv4ErrorResponse(cred.failure, x.requestId);
       deps.onDecision?.('deny', cred.failure.state, 'sigv4');
       x.authz = { result: 'deny', reason: cred.failure.state };
-      throw new RawReply(r.status, Object.entries(r.headers), r.body, cred.failure.state);
+      throw new RawReply(r.status, [...Object.entries(r.headers), CLOSE], r.body, cred.failure.state);
     }
   }
   let principal: Principal | AuthFailure | null = null;
@@ -90,7 +98,7 @@ function decideDiscovery(deps: AccessDeps, x: Exchange, bodySha256: string | und
     deps.onDecision?.(d.audit ? 'audit_deny' : 'deny', d.state, label);
     x.authz = { result: 'deny', reason: d.state, api: d.apiId ?? undefined, audit: d.audit || undefined };
     if (d.audit) return;
-    throw jsonReply(d.status, d.headers, d.body, d.state);
+    throw jsonReply(d.status, d.headers, d.body, d.state, true);
   }
   deps.onDecision?.(d.audit ? 'audit_allow' : 'allow', d.reason, label);
   x.authz = {
@@ -129,16 +137,20 @@ function registerSession(sessions: SessionIndex, deps: AccessDeps, x: Exchange, 
   else if (principal.via === 'sigv4') keys.push(`ak:${principal.accessKeyId}`);
   if (d.grant) keys.push(`grant:${d.grant.id}`);
   if (d.api) keys.push(`api:${d.api.apiId}`);
-  const req = { serviceId: svc.id, serviceName: svc.name, method: x.req.method, rawPath: x.path };
-  x.sessionEnd = sessions.register({
+  x.session = sessions.register({
     keys,
     deadline: d.deadline,
-    recheck: (state) => {
-      const again = decide(state, req, principal, deps.view.now(), { stalenessMs: 0, maxStalenessMs: Number.POSITIVE_INFINITY });
-      return again.result === 'ALLOW' || again.audit;
-    },
+    recheck: recheckOf(deps, { serviceId: svc.id, serviceName: svc.name, method: x.req.method, rawPath: x.path }, principal),
     close: (reason) => (x.cut ? x.cut(reason) : x.res.abort()),
   });
+}
+
+/** Made apart from the exchange so that the registration of an idle connection does not keep the exchange alive. */
+function recheckOf(deps: AccessDeps, req: DecisionRequest, principal: Principal): SessionSpec['recheck'] {
+  return (state) => {
+    const again = decide(state, req, principal, deps.view.now(), { stalenessMs: 0, maxStalenessMs: Number.POSITIVE_INFINITY });
+    return again.result === 'ALLOW' || again.audit;
+  };
 }
 
 /** supervisor and operations: the edge jti denylist and the supervisor policy. */
