@@ -394,16 +394,10 @@ class Forwarding {
   attemptEnded(attempt: Attempt, r: AttemptResult): void {
     const upstreamMs = performance.now() - this.started;
     const target = attempt.target;
-    const hook = this.upstream.onAttempt;
-    if (hook) {
-      try {
-        if (r.kind === 'done') hook(target, r.status, null, attempt.retryAfterMs);
-        else if (r.kind === 'retry') hook(target, r.status ?? null, r.status === undefined ? r.error : null, attempt.retryAfterMs);
-        else hook(target, r.status || null, r.error, null);
-      } catch {
-        // Bookkeeping must never break the request.
-      }
-    }
+    const up = this.upstream;
+    if (r.kind === 'done') up.reportAttempt(target, r.status, null, attempt.retryAfterMs);
+    else if (r.kind === 'retry') up.reportAttempt(target, r.status ?? null, r.status === undefined ? r.error : null, attempt.retryAfterMs);
+    else up.reportAttempt(target, r.status || null, r.error, null);
     if (r.kind === 'done') return this.resolve({ status: r.status, committed: true, retries: this.retries, target, upstreamMs });
     if (r.kind === 'failed_after_commit') {
       return this.resolve({ status: r.status, committed: true, retries: this.retries, target, error: r.error, upstreamMs });
@@ -575,11 +569,13 @@ export class Upstream {
   }
 
   /** Reports one attempt to the health hook; bookkeeping never breaks a request. */
-  reportAttempt(target: Candidate, status: number | null, error: UpstreamError | null): void {
+  reportAttempt(target: Candidate, status: number | null, error: UpstreamError | null, retryAfterMs: number | null = null): void {
+    const hook = this.onAttempt;
+    if (!hook) return;
     try {
-      this.onAttempt?.(target, status, error, null);
+      hook(target, status, error, retryAfterMs);
     } catch {
-      // ignored on purpose
+      // Bookkeeping must never break the request.
     }
   }
 
