@@ -20,3 +20,18 @@ export function textProblem(value: unknown, maxLength: number): string | null {
   if (CONTROL.test(value)) return 'contains control characters';
   return null;
 }
+
+/** RFC 9110 token: header names, WebSocket subprotocols. */
+const HTTP_TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
+export function isHttpToken(s: string): boolean {
+  return HTTP_TOKEN.test(s);
+}
+
+/** Outside a field value: anything but HTAB, visible ASCII, SP and obs-text (so CR, LF, NUL and other controls). */
+const NOT_FIELD_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
+
+/** A header (or chunk-extension) value as RFC 9110 allows it, decoded as latin1. */
+export function isFieldValue(s: string): boolean {
+  return !NOT_FIELD_VALUE.test(s);
+}

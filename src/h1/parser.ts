@@ -3,6 +3,7 @@
 // framing by Content-Length / chunked / connection close, 1xx interim responses,
 // trailers. Anything ambiguous is an error rather than a guess, because a framing
 // mistake on a reused connection would hand one client another client's bytes.
+import { isFieldValue, isHttpToken } from '../core/text.ts';
 
 export class H1ParseError extends Error {
   /** `HPE_*`, like llhttp's codes, so callers classify both clients' errors alike. */
@@ -48,10 +49,6 @@ const enum State {
 
 const CRLF2 = Buffer.from('\r\n\r\n');
 const CRLF = Buffer.from('\r\n');
-/** RFC 9110 token characters, for header names. */
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-/** A field value may hold visible characters, SP, HTAB and obs-text; no CR, LF or NUL. */
-const BAD_VALUE = /[\x00-\x08\x0a-\x1f\x7f]/;
 const STATUS_LINE = /^HTTP\/1\.([01]) ([1-9]\d\d)(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?$/;
 const MAX_CHUNK_LINE = 4096;
 const DIGITS = /^\d{1,15}$/;
@@ -244,7 +241,7 @@ export class ResponseParser {
     const semi = line.indexOf(';');
     const hex = (semi < 0 ? line : line.slice(0, semi)).replace(/[ \t]+$/, '');
     if (!/^[0-9A-Fa-f]{1,13}$/.test(hex)) throw new H1ParseError('HPE_INVALID_CHUNK_SIZE', `invalid chunk size ${JSON.stringify(line.slice(0, 40))}`);
-    if (semi >= 0 && BAD_VALUE.test(line.slice(semi))) throw new H1ParseError('HPE_INVALID_CHUNK_SIZE', 'control character in a chunk extension');
+    if (semi >= 0 && !isFieldValue(line.slice(semi))) throw new H1ParseError('HPE_INVALID_CHUNK_SIZE', 'control character in a chunk extension');
     const size = parseInt(hex, 16);
     if (size === 0) {
       this.state = State.Trailers;
@@ -308,12 +305,12 @@ function parseField(line: string): [string, string] {
   const name = line.slice(0, colon);
   let key = NAMES.get(name);
   if (key === undefined) {
-    if (!TOKEN.test(name)) throw new H1ParseError('HPE_INVALID_HEADER_TOKEN', `invalid header name ${JSON.stringify(name.slice(0, 60))}`);
+    if (!isHttpToken(name)) throw new H1ParseError('HPE_INVALID_HEADER_TOKEN', `invalid header name ${JSON.stringify(name.slice(0, 60))}`);
     key = name.toLowerCase();
     if (NAMES.size < 1024) NAMES.set(name, key);
   }
   const value = trimOws(line, colon + 1);
-  if (BAD_VALUE.test(value)) throw new H1ParseError('HPE_INVALID_HEADER_TOKEN', `control character in header ${name}`);
+  if (!isFieldValue(value)) throw new H1ParseError('HPE_INVALID_HEADER_TOKEN', `control character in header ${name}`);
   return [key, value];
 }
 

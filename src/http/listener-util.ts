@@ -2,6 +2,7 @@
 // the same request/response behaviour to the handler.
 import { STATUS_CODES } from 'node:http';
 import type { Logger } from 'pino';
+import { isFieldValue, isHttpToken } from '../core/text.ts';
 import { BodyTooLargeError, type HeaderList, type IncomingRequest, type ListenerKind, type WebSocketHandshake, type ClientConnection } from './types.ts';
 
 const statusLines: string[] = [];
@@ -43,8 +44,11 @@ export function asksToClose(headers: HeaderList): boolean {
   return false;
 }
 
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-const BAD_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
+
+/** Shared by a listener's responses: set once stopAccepting ran (answers then close their connection). */
+export interface DrainState {
+  draining: boolean;
+}
 
 const VALID_NAMES = new Set<string>();
 
@@ -54,11 +58,11 @@ const VALID_NAMES = new Set<string>();
  */
 export function assertValidHeader(name: string, value: string): void {
   if (!VALID_NAMES.has(name)) {
-    if (!TOKEN.test(name)) throw new TypeError(`invalid response header name ${JSON.stringify(name)}`);
+    if (!isHttpToken(name)) throw new TypeError(`invalid response header name ${JSON.stringify(name)}`);
     // Responses repeat the same few dozen names: each is checked once (bounded, in case one does not).
     if (VALID_NAMES.size < 1024) VALID_NAMES.add(name);
   }
-  if (BAD_VALUE.test(value)) throw new TypeError(`invalid character in response header ${JSON.stringify(name)}`);
+  if (!isFieldValue(value)) throw new TypeError(`invalid character in response header ${JSON.stringify(name)}`);
 }
 
 export function byteLength(body: Buffer | string | undefined): number {

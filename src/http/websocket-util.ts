@@ -1,6 +1,7 @@
 // WebSocket pieces shared by both adapters: the handshake check (so that both
 // listeners refuse the same handshakes with the same answers), close codes, and
 // the set of open sockets a graceful shutdown closes.
+import { isHttpToken } from '../core/text.ts';
 import type { WebSocketHandshake, WebSocketOptions } from './types.ts';
 import { DEFAULT_WEBSOCKET_OPTIONS } from './types.ts';
 
@@ -11,7 +12,6 @@ export interface HandshakeError {
 
 /** RFC 6455 §4.1: the key is the base64 of 16 random bytes (24 characters ending in ==). */
 const KEY = /^[+/0-9A-Za-z]{21}[AQgw]==$/;
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
 function tokens(value: string): string[] {
   return value.split(',').map((s) => s.trim().toLowerCase());
@@ -56,7 +56,7 @@ export function checkHandshake(method: string, headers: ReadonlyArray<readonly [
   for (const v of protocolValues) {
     for (const raw of v.split(',')) {
       const p = raw.trim();
-      if (!TOKEN.test(p)) return refuse(`invalid Sec-WebSocket-Protocol ${JSON.stringify(v)}: expected comma-separated tokens`);
+      if (!isHttpToken(p)) return refuse(`invalid Sec-WebSocket-Protocol ${JSON.stringify(v)}: expected comma-separated tokens`);
       if (protocols.includes(p)) return refuse(`Sec-WebSocket-Protocol offers ${JSON.stringify(p)} twice`);
       protocols.push(p);
     }
