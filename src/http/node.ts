@@ -10,6 +10,7 @@ import type {
 } from './types.ts';
 import { checkHandshake, clipReason, handshakeErrorBody, handshakeErrorHeaders, isSendableCloseCode, OpenSockets, websocketOptions, type HandshakeError } from './websocket-util.ts';
 import {
+  type DrainState,
   runSafely,
   withinDeclared,
   BodyQueue,
@@ -109,7 +110,7 @@ class NodeResponse implements ResponseWriter {
     private readonly body: BodyQueue | null,
     private readonly log: Logger | undefined,
     private readonly done: () => void,
-    private readonly drain: { stopping: boolean },
+    private readonly drain: DrainState,
     conn: NodeConnection,
   ) {
     res.once('close', () => {
@@ -143,7 +144,7 @@ class NodeResponse implements ResponseWriter {
     if (!bodyless && this.body !== null && this.body.refused) flat.push('connection', 'close');
     if (!bodyless || (body !== undefined && mayReportLength(status))) flat.push('content-length', String(byteLength(body)));
     // Draining: an answer to a request that arrived before the drain closes its connection too.
-    if (this.drain.stopping) this.res.shouldKeepAlive = false;
+    if (this.drain.draining) this.res.shouldKeepAlive = false;
     this.res.writeHead(status, flat); // throws on invalid headers, before anything is sent
     this.started = this.ended = true;
     if (bodyless || body === undefined) this.res.end();
@@ -155,7 +156,7 @@ class NodeResponse implements ResponseWriter {
     if (this.gone || this.started) return;
     const flat = flatHeaders(headers);
     const known = contentLength !== undefined && Number.isSafeInteger(contentLength) && contentLength >= 0;
-    if (this.drain.stopping) this.res.shouldKeepAlive = false;
+    if (this.drain.draining) this.res.shouldKeepAlive = false;
     if (this.isHead || isBodylessStatus(status)) {
       if (known && mayReportLength(status)) flat.push('content-length', String(contentLength));
       this.res.writeHead(status, flat);
@@ -293,7 +294,7 @@ function refuseHandshake(res: ServerResponse, e: HandshakeError, isHead: boolean
 
 function onRequest(
   req: IncomingMessage, res: ServerResponse, handler: Handler, log: Logger | undefined, inFlight: InFlight,
-  drain: { stopping: boolean },
+  drain: DrainState,
   upgrade: { ws: NodeWebSockets; socket: Duplex; head: Buffer } | null = null,
 ): void {
   const { path, query, headers, contentLength, chunked } = readHead(req);
@@ -354,7 +355,7 @@ function onRequest(
  * a ServerResponse bound to the raw socket so that a refusal or a relayed
  * non-101 answer is an ordinary HTTP response (the connection closes after it).
  */
-function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, handler: Handler, log: Logger | undefined, inFlight: InFlight, ws: NodeWebSockets, drain: { stopping: boolean }): void {
+function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, handler: Handler, log: Logger | undefined, inFlight: InFlight, ws: NodeWebSockets, drain: DrainState): void {
   socket.on('error', () => {}); // a reset while the handshake is pending: the close event does the rest
   const res = new ServerResponse(req);
   res.shouldKeepAlive = false;
@@ -551,7 +552,7 @@ export function listenNode(handler: Handler, opts: ListenOptions, log?: Logger):
   const inFlight = new InFlight();
   const sockets = new NodeWebSockets(websocketOptions(opts.websocket), inFlight, log);
   // While draining, answers end their connection so that clients move on.
-  const drain = { stopping: false };
+  const drain: DrainState = { draining: false };
   const server = http.createServer((req, res) => onRequest(req, res, handler, log, inFlight, drain));
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => onUpgrade(req, socket, head, handler, log, inFlight, sockets, drain));
   server.keepAliveTimeout = 5000;
@@ -574,8 +575,8 @@ export function listenNode(handler: Handler, opts: ListenOptions, log?: Logger):
         },
         closeWebSockets: (code: number, reason: string) => sockets.open.closeAll(code, reason),
         stopAccepting: async () => {
-          if (drain.stopping) return;
-          drain.stopping = true;
+          if (drain.draining) return;
+          drain.draining = true;
           // close() stops the listening socket; its callback waits for every
           // connection, which close() below cuts, so it is not awaited here.
           closing ??= new Promise<void>((done) => server.close(() => done()));

@@ -42,6 +42,7 @@ import type {
 } from './types.ts';
 import { checkHandshake, clipReason, handshakeErrorBody, handshakeErrorHeaders, isSendableCloseCode, OpenSockets, websocketOptions, type HandshakeError } from './websocket-util.ts';
 import {
+  type DrainState,
   runSafely,
   withinDeclared,
   BodyQueue,
@@ -511,11 +512,6 @@ function refuseHandshake(res: HttpResponse, e: HandshakeError, isHead: boolean):
     for (const [k, v] of handshakeErrorHeaders(e)) res.writeHeader(k, v);
     res.end(isHead ? EMPTY : handshakeErrorBody(e), true);
   });
-}
-
-/** Shared by a listener's responses: set once stopAccepting ran. */
-interface DrainState {
-  draining: boolean;
 }
 
 function onRequest(
