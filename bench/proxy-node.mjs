@@ -14,7 +14,6 @@ const DIST = process.env.BENCH_DIST ? new URL(`file://${process.env.BENCH_DIST.r
 const { parseConfig } = await import(new URL('config/index.js', DIST).href);
 const { createLogger } = await import(new URL('observability/log.js', DIST).href);
 const { startNode } = await import(new URL('runtime/index.js', DIST).href);
-const { startWorkers } = await import(new URL('runtime/workers.js', DIST).href);
 const { openDatabase } = await import(new URL('db/index.js', DIST).href);
 
 const config = parseConfig(process.env);
@@ -26,6 +25,8 @@ const node = config.workers > 1 ? await threadsNode() : await startNode(config, 
 
 /** @returns {Promise<any>} */
 async function threadsNode() {
+  // Loaded only here: a --compare build may predate listener threads.
+  const { startWorkers } = await import(new URL('runtime/workers.js', DIST).href);
   const group = await startWorkers(config, log, config.workers);
   const db = await openDatabase(config.db, log);
   return {
