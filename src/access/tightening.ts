@@ -10,7 +10,6 @@ import { draftOf } from './layered-map.ts';
 import {
   derive,
   removeAuth,
-  removeGrant,
   setAuth,
   setGrant,
   type AuthMode,

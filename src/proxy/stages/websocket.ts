@@ -8,7 +8,7 @@
 import WebSocket from 'ws';
 import type { IncomingMessage } from 'node:http';
 import type { HeaderList, ServerWebSocket } from '../../http/types.ts';
-import type { Exchange, WebSocketSummary } from '../exchange.ts';
+import type { WebSocketSummary } from '../exchange.ts';
 import type { Stage } from '../chain.ts';
 import { HOP_BY_HOP, UpstreamError, classify, isRetryStatus, type Candidate, type ForwardOutcome, type RetryPolicy, type Upstream } from '../upstream.ts';
 import { decorate, sendUpstreamError, upstreamRequestHeaders } from './forward.ts';
