@@ -390,6 +390,56 @@ describe('h1 client: connections, timeouts, control', () => {
     assert.deepEqual(r.events.slice(0, 3), ['start', 'head', 'data']);
   });
 
+  test('an idle connection closes after the idle period, though the exchange before it allowed a longer silence', async () => {
+    let closed = 0;
+    const s = await server(() => ({ pieces: [ok('x')] }));
+    const a = agent({ keepAliveMs: 80 });
+    const r = await collect(a, { port: s.port, timeoutMs: 5000 });
+    assert.equal(r.status, 200);
+    assert.equal(a.connections, 1);
+    const t0 = performance.now();
+    while (a.connections > 0 && performance.now() - t0 < 2000) await new Promise((res) => setTimeout(res, 10));
+    closed = performance.now() - t0;
+    assert.equal(a.connections, 0, 'the idle connection is closed');
+    assert.ok(closed >= 60 && closed < 1000, `closed after ${closed.toFixed(0)} ms`);
+  });
+
+  test('a silence limit longer than the idle period before it still holds in full', async () => {
+    // The reused connection's idle timer is due first: it must re-arm, not end the exchange.
+    const s = await server((n) => (n === 1 ? { pieces: [ok('x')] } : null));
+    const a = agent({ keepAliveMs: 60 });
+    assert.equal((await collect(a, { port: s.port })).status, 200);
+    const t0 = performance.now();
+    const r = await collect(a, { port: s.port, timeoutMs: 250 });
+    const took = performance.now() - t0;
+    assert.equal(s.connections, 1, 'the second request reused the connection');
+    assert.equal(r.error?.code, 'UND_ERR_HEADERS_TIMEOUT');
+    assert.ok(took >= 240 && took < 1500, `timed out after ${took.toFixed(0)} ms`);
+  });
+
+  test('every byte received restarts the silence limit', async () => {
+    // Four body bytes 80 ms apart: 320 ms in all, never 150 ms of silence.
+    const srv = net.createServer((sock) => {
+      sock.on('error', () => {});
+      sock.once('data', async () => {
+        sock.write('HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\n');
+        for (const c of 'abcd') {
+          await new Promise((res) => setTimeout(res, 80));
+          if (!sock.destroyed) sock.write(c);
+        }
+      });
+    });
+    await new Promise<void>((res) => srv.listen(0, '127.0.0.1', res));
+    try {
+      const r = await collect(agent(), { port: (srv.address() as AddressInfo).port, timeoutMs: 150 });
+      assert.equal(r.error, undefined);
+      assert.equal(r.status, 200);
+      assert.equal(r.body.toString(), 'abcd');
+    } finally {
+      srv.close();
+    }
+  });
+
   test('an idle connection the server closed is replaced without an error', async () => {
     const s = await server(() => ({ pieces: [ok('x')], end: true }));
     const a = agent();

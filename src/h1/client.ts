@@ -32,6 +32,7 @@ export interface H1Request {
   /** An http origin: the address to connect to (IPv6 without brackets) and its Host header. */
   host: string;
   port: number;
+  /** `host[:port]` as in the origin's URL; connections are pooled by it. */
   hostHeader: string;
   method: string;
   /** Request target (path and query), already encoded. */
@@ -156,6 +157,17 @@ class Conn {
   reused = false;
   private idleMs: number;
   private trailers: Record<string, string | string[]> | null = null;
+  /**
+   * One timer per connection for both of its silences (an exchange waiting on
+   * the server, an idle connection waiting for work), instead of the socket's
+   * setTimeout, which allocates a timer and a bound function on every call and
+   * refreshes it on every read and write: twice per request here. A later
+   * deadline only moves `deadline`; the pending timer fires early and re-arms
+   * for the rest, so a busy connection re-arms about once per idle period.
+   */
+  private deadline = 0;
+  private timer: NodeJS.Timeout | null = null;
+  private timerAt = 0;
 
   constructor(readonly pool: OriginPool) {
     this.idleMs = pool.opts.keepAliveMs;
@@ -197,7 +209,6 @@ class Conn {
     socket.on('end', () => this.onEnd());
     socket.on('error', (e) => this.onClosed(e));
     socket.on('close', () => this.onClosed(null));
-    socket.on('timeout', () => this.onTimeout());
     const x = this.exchange;
     if (x) this.send(x);
   }
@@ -229,7 +240,7 @@ class Conn {
     if (r.body) head += `content-length: ${r.body.length}\r\n\r\n`;
     else head += EXPECTS_BODY.has(r.method) ? 'content-length: 0\r\n\r\n' : '\r\n';
     const socket = this.socket!;
-    socket.setTimeout(r.timeoutMs);
+    this.expireIn(r.timeoutMs);
     if (r.body && r.body.length > 0) {
       socket.cork();
       socket.write(head, 'latin1');
@@ -256,6 +267,8 @@ class Conn {
       this.destroy();
       return;
     }
+    // Silence is measured from the last byte received.
+    this.deadline = performance.now() + x.req.timeoutMs;
     // Under backpressure the rest of this read is still delivered (at most one socket
     // read, ≤ 64 KiB); the paused socket then stops the next one.
     let used: number;
@@ -293,7 +306,7 @@ class Conn {
       return;
     }
     this.reused = true;
-    this.socket!.setTimeout(this.idleMs);
+    this.expireIn(this.idleMs);
     this.pool.idle(this);
   }
 
@@ -309,6 +322,31 @@ class Conn {
       return;
     }
     this.onClosed(null);
+  }
+
+  private expireIn(ms: number): void {
+    const at = performance.now() + ms;
+    this.deadline = at;
+    if (this.timer !== null) {
+      if (this.timerAt <= at) return; // fires first, then re-arms for the rest
+      clearTimeout(this.timer);
+    }
+    this.arm(at, ms);
+  }
+
+  private arm(at: number, ms: number): void {
+    this.timerAt = at;
+    this.timer = setTimeout(Conn.onTimer, ms, this);
+    this.timer.unref();
+  }
+
+  private static onTimer(c: Conn): void {
+    c.timer = null;
+    if (c.destroyed) return;
+    // Timers run on the loop's cached clock and may fire a little early.
+    const left = c.deadline - performance.now();
+    if (left >= 1) c.arm(c.deadline, left);
+    else c.onTimeout();
   }
 
   private onTimeout(): void {
@@ -347,6 +385,10 @@ class Conn {
   destroy(): void {
     if (this.destroyed) return;
     this.destroyed = true;
+    if (this.timer !== null) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
     this.socket?.destroy();
     this.pool.gone(this);
   }
@@ -442,7 +484,9 @@ export class H1Agent {
   constructor(private readonly opts: H1Options) {}
 
   dispatch(req: H1Request, handler: H1Handler): void {
-    const key = `${req.host}:${req.port}`;
+    // One pool per Host header (it names the address and port too); a caller's
+    // string that is reused per origin keys the map without rehashing.
+    const key = req.hostHeader;
     let pool = this.pools.get(key);
     if (!pool) {
       pool = new OriginPool(req.host, req.port, req.hostHeader, this.opts, () => this.pools.delete(key));
