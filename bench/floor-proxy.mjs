@@ -7,6 +7,15 @@
 //   node bench/floor-proxy.mjs raw <upstream port>     uWS listener + a bare keep-alive HTTP/1.1
 //                                                      client (content-length responses only)
 //   node bench/floor-proxy.mjs h1 <upstream port>      uWS listener + the product's h1 client (dist/)
+//   node bench/floor-proxy.mjs protocol <upstream port>  h1, doing the wire work the protocol asks
+//                                                      of any implementation (below), and nothing else
+// A third argument `node` puts the relay behind node:http instead of uWS.
+//
+// The protocol floor: every request header is read and forwarded except hop-by-hop,
+// Host and the proxy's control headers; X-Forwarded-For carries the peer address
+// (uWS reads it with a getpeername per request); every upstream response header is
+// relayed except hop-by-hop ones; server-timing, the destination headers and
+// x-request-id are added. No registry, access decision, health, metrics or logs.
 import { createRequire } from 'node:module';
 import net from 'node:net';
 import v8 from 'node:v8';
@@ -15,12 +24,105 @@ import { Pool } from 'undici';
 v8.setFlagsFromString('--no-allocation-site-pretenuring'); // as the product's launcher does
 const require = createRequire(import.meta.url);
 const uws = require('uWebSockets.js');
-const [mode, upstreamPort] = [process.argv[2], Number(process.argv[3])];
+const [mode, upstreamPort, listener = 'uws'] = [process.argv[2], Number(process.argv[3]), process.argv[4]];
 const ORIGIN = `http://127.0.0.1:${upstreamPort}`;
+const BASE_URL = `${ORIGIN}/api`;
+const INSTANCE_ID = 'bench-instance-0001';
+
+/** The response side, the same for both listeners: reply(status, flat headers, body) and onAborted. */
+function uwsWriter(res) {
+  return {
+    onAborted: (cb) => res.onAborted(cb),
+    reply(status, headers, body) {
+      res.cork(() => {
+        res.writeStatus(`${status}`);
+        for (let i = 0; i < headers.length; i += 2) res.writeHeader(headers[i], headers[i + 1]);
+        res.end(body);
+      });
+    },
+  };
+}
+function nodeWriter(res) {
+  return {
+    onAborted: (cb) => res.on('close', () => { if (!res.writableFinished) cb(); }),
+    reply(status, headers, body) {
+      headers.push('content-length', String(body.length));
+      res.writeHead(status, headers);
+      res.end(body);
+    },
+  };
+}
+
+const DROP_IN = new Set(['host', 'connection', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-authorization', 'x-forwarded-for', 'content-length']);
+const DROP_OUT = new Set(['connection', 'keep-alive', 'transfer-encoding', 'content-length', 'trailer', 'upgrade']);
+const ridPrefix = `${process.pid.toString(36)}-`;
+let rid = 0;
+/** A uWS request's headers and peer, read before the callback returns (the request object dies then). */
+function uwsHead(res, req) {
+  const headers = [];
+  req.forEach((k, v) => {
+    if (!DROP_IN.has(k) && !k.startsWith('x-utilmeta-')) headers.push(k, v);
+  });
+  const a = new Uint8Array(res.getRemoteAddress());
+  headers.push('x-forwarded-for', a.length === 4 ? `${a[0]}.${a[1]}.${a[2]}.${a[3]}` : `${a[12]}.${a[13]}.${a[14]}.${a[15]}`);
+  return headers;
+}
+function nodeHead(req) {
+  const raw = req.rawHeaders;
+  const headers = [];
+  for (let i = 0; i < raw.length; i += 2) {
+    const k = raw[i].toLowerCase();
+    if (!DROP_IN.has(k) && !k.startsWith('x-utilmeta-')) headers.push(k, raw[i + 1]);
+  }
+  headers.push('x-forwarded-for', req.socket.remoteAddress.replace(/^::ffff:/, ''));
+  return headers;
+}
 
 /** @type {(path: string, res: any) => void} */
 let relay;
-if (mode === 'undici' || mode === 'h1') {
+/** @type {(path: string, w: ReturnType<typeof uwsWriter>, headers: string[]) => void} */
+let relayFull;
+if (mode === 'protocol') {
+  const pool = await h1Pool();
+  class Relay {
+    constructor(w, headers) {
+      this.w = w;
+      this.started = performance.now();
+      this.requestId = headers.requestId;
+      this.aborted = false;
+      this.status = 0;
+      this.headers = [];
+      this.chunks = [];
+      w.onAborted(() => (this.aborted = true));
+    }
+    onRequestStart() {}
+    onResponseStart(_c, status, h) {
+      this.status = status;
+      const out = this.headers;
+      let timing = '';
+      for (let i = 0; i < h.length; i += 2) {
+        const k = h[i];
+        if (k === 'server-timing') timing = `,${h[i + 1]}`;
+        else if (!DROP_OUT.has(k) && k !== 'date') out.push(k, h[i + 1]);
+      }
+      out.push('server-timing', `proxy;dur=${Math.round(performance.now() - this.started)}${timing}`,
+        'x-utilmeta-proxy-destination-base-url', BASE_URL, 'x-utilmeta-proxy-destination-instance-id', INSTANCE_ID, 'x-request-id', this.requestId);
+    }
+    onResponseData(_c, chunk) {
+      this.chunks.push(chunk);
+    }
+    onResponseEnd() {
+      if (!this.aborted) this.w.reply(this.status, this.headers, this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks));
+    }
+    onResponseError() {
+      if (!this.aborted) this.w.reply(502, [], Buffer.from('bad gateway'));
+    }
+  }
+  relayFull = (path, w, headers) => {
+    headers.requestId = `${ridPrefix}${(++rid).toString(36)}`;
+    pool.dispatch({ path, method: 'GET', headers }, new Relay(w, headers));
+  };
+} else if (mode === 'undici' || mode === 'h1') {
   const pool = mode === 'undici'
     ? new Pool(ORIGIN, { connections: 64, pipelining: 1, keepAliveTimeout: 4000 })
     : await h1Pool();
@@ -95,8 +197,9 @@ if (mode === 'undici' || mode === 'h1') {
     return sock;
   }
 } else {
-  throw new Error('mode: undici | h1 | raw');
+  throw new Error('mode: undici | h1 | raw | protocol');
 }
+if (listener === 'node' && mode !== 'protocol' && mode !== 'h1') throw new Error('node listener: h1 or protocol only');
 
 /** The product's h1 client behind the same dispatch call as undici's Pool. */
 async function h1Pool() {
@@ -106,10 +209,36 @@ async function h1Pool() {
   return { dispatch: (o, h) => agent.dispatch({ host: target.host, port: target.port, hostHeader: target.hostHeader, method: o.method, path: o.path, headers: o.headers, body: null, timeoutMs: 15000 }, h) };
 }
 
-const app = uws.App();
-app.any('/*', (res, req) => relay(req.getUrl() + (req.getQuery() ? `?${req.getQuery()}` : ''), res));
-app.listen('127.0.0.1', 0, (sock) => {
-  process.send?.({ type: 'ready', port: uws.us_socket_local_port(sock) });
-});
+/** The plain h1 relay behind node:http (uWS-shaped calls on a node response). */
+function nodeAsUws(res) {
+  let status = '200';
+  const headers = [];
+  return {
+    onAborted: (cb) => res.on('close', () => { if (!res.writableFinished) cb(); }),
+    cork: (f) => f(),
+    writeStatus(s) { status = s; return this; },
+    writeHeader(k, v) { headers.push(k, v); return this; },
+    end(body) { headers.push('content-length', String(Buffer.byteLength(body))); res.writeHead(Number(status), headers); res.end(body); },
+  };
+}
+
+if (listener === 'node') {
+  const http = await import('node:http');
+  const server = http.createServer({ keepAliveTimeout: 60_000 }, (req, res) => {
+    if (mode === 'protocol') relayFull(req.url, nodeWriter(res), nodeHead(req));
+    else relay(req.url, nodeAsUws(res));
+  });
+  server.listen(0, '127.0.0.1', () => process.send?.({ type: 'ready', port: server.address().port }));
+} else {
+  const app = uws.App();
+  app.any('/*', (res, req) => {
+    const url = req.getUrl() + (req.getQuery() ? `?${req.getQuery()}` : '');
+    if (mode === 'protocol') relayFull(url, uwsWriter(res), uwsHead(res, req));
+    else relay(url, res);
+  });
+  app.listen('127.0.0.1', 0, (sock) => {
+    process.send?.({ type: 'ready', port: uws.us_socket_local_port(sock) });
+  });
+}
 process.on('disconnect', () => process.exit(0));
 process.on('SIGTERM', () => process.exit(0)); // exit normally (a --cpu-prof is written then)

@@ -1,4 +1,4 @@
-// npm run bench [-- --quick] [-- --duration 10 --rounds 2 --warmup 3] [-- --only <regex>] [-- --hold]
+// npm run bench [-- --quick] [-- --pin] [-- --duration 10 --rounds 2 --warmup 3] [-- --only <regex>] [-- --hold]
 //
 // Side-by-side throughput of the proxy against a direct connection and nginx, on
 // loopback, one process per role: wrk → (nothing | nginx | proxy node) → upstream.
@@ -31,6 +31,9 @@ const { values: args } = parseArgs({
     // Another build's dist/ directory (e.g. an earlier commit's, built with `npm run build` in a
     // worktree), measured beside this one as "proxy (uws), <dir's parent name>"; repeatable.
     compare: { type: 'string', multiple: true },
+    // Pin the process under test (nginx, a floor, a proxy) to CPU 0 and wrk and the upstream to
+    // CPU 1, so that a cell's CPU per request does not depend on how the scheduler mixed them.
+    pin: { type: 'boolean' },
   },
 });
 const args_nodeFlags = args['node-flags'];
@@ -163,6 +166,18 @@ function procStat(pid: number): string[] | null {
   }
 }
 
+/** Pins every thread of a process and of its direct children (nginx's worker) to `cpus`. */
+function pin(pid: number, cpus: string): void {
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const f = procStat(Number(entry));
+    if (f && (Number(entry) === pid || Number(f[1]) === pid)) {
+      const r = spawnSync('taskset', ['-a', '-p', '-c', cpus, entry], { encoding: 'utf8' });
+      if (r.status !== 0) throw new Error(`taskset ${entry}: ${r.stderr.trim()}`);
+    }
+  }
+}
+
 /** CPU ticks (user + system) of a process and its direct children (nginx's worker). */
 function cpuTicks(pid: number): number {
   let ticks = 0;
@@ -205,6 +220,9 @@ function machine(): string[] {
     `Node.js ${process.version}; ${NGINX ?? 'nginx: not installed'}; ${WRK?.replace(/ Copyright.*$/, '') ?? 'wrk: not installed'}`,
     `wrk: ${WRK_THREADS} threads; per cell ${ROUNDS} round(s) of ${WARMUP} s warm-up + ${DURATION} s measured, rounds interleaved across cells; median reported`,
     `Load average at the start: ${loadavg().map((x) => x.toFixed(2)).join(' ')}`,
+    args.pin
+      ? 'Pinned (--pin): the process under test on CPU 0 (the 2-thread rows unpinned), wrk and the upstream on CPU 1'
+      : 'Not pinned: every process may run on either CPU (--pin gives steadier µs/req)',
   ];
 }
 
@@ -268,7 +286,9 @@ function wrk(target: Target, sc: Scenario, seconds: number): Promise<WrkRun> {
   };
   const argv = ['-t', String(WRK_THREADS), '-c', String(sc.connections), '-d', `${seconds}s`, '-s', join(HERE, 'wrk.lua'), target.url];
   const before = { mid: target.pid ? cpuTicks(target.pid) : 0, up: cpuTicks(upstreamPid), at: performance.now() };
-  const child = track(spawn('wrk', argv, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] }));
+  const child = track(args.pin
+    ? spawn('taskset', ['-c', '1', 'wrk', ...argv], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn('wrk', argv, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] }));
   let out = '';
   child.stdout!.on('data', (d) => (out += d));
   child.stderr!.on('data', (d) => (out += d));
@@ -331,9 +351,9 @@ async function startUpstream(): Promise<number[]> {
 }
 
 /** bench/floor-proxy.mjs: the smallest relay on the proxy's stack (see that file). */
-async function startFloor(mode: 'undici' | 'h1' | 'raw', upstreamPort: number): Promise<{ port: number; pid: number }> {
-  const { child, logFile } = nodeChild('floor-proxy.mjs', [mode, String(upstreamPort)], {}, `floor-${mode}.log`);
-  const { port } = await ready<{ port: number }>(child, `floor proxy (${mode})`, logFile);
+async function startFloor(mode: 'undici' | 'h1' | 'raw' | 'protocol', upstreamPort: number, listener: 'uws' | 'node' = 'uws'): Promise<{ port: number; pid: number }> {
+  const { child, logFile } = nodeChild('floor-proxy.mjs', [mode, String(upstreamPort), listener], {}, `floor-${mode}-${listener}.log`);
+  const { port } = await ready<{ port: number }>(child, `floor proxy (${mode}, ${listener})`, logFile);
   return { port, pid: child.pid! };
 }
 
@@ -648,9 +668,17 @@ async function main(): Promise<void> {
     }
   }
   // The floor: what a 40-line relay on the same runtime costs (no chain at all).
-  for (const mode of ['undici', 'h1', 'raw'] as const) {
-    const f = await startFloor(mode, ports[0]);
-    const config = mode === 'undici' ? 'floor: uWS + undici relay' : mode === 'h1' ? 'floor: uWS + h1 client relay' : 'floor: uWS + bare HTTP/1.1 client';
+  const floors = [
+    ['undici', 'uws', 'floor: uWS + undici relay'],
+    ['h1', 'uws', 'floor: uWS + h1 client relay'],
+    ['raw', 'uws', 'floor: uWS + bare HTTP/1.1 client'],
+    // What the protocol asks of any relay on this stack (headers both ways, X-Forwarded-For, the proxy's response headers).
+    ['protocol', 'uws', 'protocol floor: uWS + h1, protocol headers'],
+    ['h1', 'node', 'floor: node:http + h1 client relay'],
+    ['protocol', 'node', 'protocol floor: node:http + h1, protocol headers'],
+  ] as const;
+  for (const [mode, listener, config] of floors) {
+    const f = await startFloor(mode, ports[0], listener);
     add({ config, url: `http://127.0.0.1:${f.port}/api/bench`, headers: { ...DISCOVERY }, pid: f.pid }, SMALL32, SMALL256);
   }
   console.log('setting up proxy nodes…');
@@ -700,6 +728,11 @@ async function main(): Promise<void> {
     cells.splice(0, cells.length, ...cells.filter((c) => re.test(`${c.sc.label} · ${c.target.config}`)));
   }
   for (const c of cells) await check(c.target);
+  if (args.pin) {
+    pin(upstreamPid, '1');
+    // Two listener threads on one CPU would measure nothing: that row stays unpinned.
+    for (const c of cells) if (c.target.pid && !/threads/.test(c.target.config)) pin(c.target.pid, '0');
+  }
   if (args.hold) {
     for (const c of cells) {
       const h = Object.entries(c.target.headers).map(([k, v]) => ` -H '${k}: ${v}'`).join('');
