@@ -103,9 +103,19 @@ const EMPTY = Buffer.alloc(0);
 const PROBE = 1024;
 const NO_HEADERS: HeaderList = [];
 const NON_ASCII = /[^\u0000-\u007f]/;
-const METHODS: Record<string, string> = {
-  get: 'GET', post: 'POST', put: 'PUT', delete: 'DELETE', patch: 'PATCH', head: 'HEAD', options: 'OPTIONS',
-};
+/** This build lower-cases the method; a switch, since an object lookup would intern the fresh string first. */
+function upperMethod(m: string): string {
+  switch (m) {
+    case 'get': return 'GET';
+    case 'post': return 'POST';
+    case 'put': return 'PUT';
+    case 'delete': return 'DELETE';
+    case 'patch': return 'PATCH';
+    case 'head': return 'HEAD';
+    case 'options': return 'OPTIONS';
+    default: return m.toUpperCase();
+  }
+}
 
 function validate(headers: HeaderList): void {
   for (let i = 0; i < headers.length; i++) assertValidHeader(headers[i][0], headers[i][1]);
@@ -488,7 +498,7 @@ interface Head {
 
 /** Everything from `req` at once: it is stack-allocated and gone after the route callback returns. */
 function readHead(req: HttpRequest): Head {
-  const m = req.getMethod(); // this build lower-cases the method
+  const m = req.getMethod();
   const headers: Array<readonly [string, string]> = [];
   let contentLength: string | undefined;
   let chunked = false;
@@ -502,7 +512,7 @@ function readHead(req: HttpRequest): Head {
     if (k === 'content-length') contentLength ??= v;
     else if (k === 'transfer-encoding') chunked = true;
   });
-  return { method: METHODS[m] ?? m.toUpperCase(), path: req.getUrl(), query: req.getQuery() ?? '', headers, contentLength, chunked };
+  return { method: upperMethod(m), path: req.getUrl(), query: req.getQuery() ?? '', headers, contentLength, chunked };
 }
 
 function refuseHandshake(res: HttpResponse, e: HandshakeError, isHead: boolean): void {

@@ -41,6 +41,7 @@ const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 
 export class Metrics {
   readonly registry = new client.Registry();
   private readonly requests: PlainCounter;
+  private readonly requestCells = new Map<string, Map<string, Map<number, { n: number }>>>();
   private readonly upstreamSeconds: PlainHistogram;
   private readonly durationSeconds: PlainHistogram;
   private readonly retries: PlainCounter;
@@ -150,8 +151,7 @@ export class Metrics {
 
   /** Called once per proxied request (from the proxy's result hook): plain increments only. */
   observe(rec: ProxyLogRecord): void {
-    const method = METHODS.has(rec.method) ? rec.method : 'OTHER';
-    this.requests.inc(`${rec.type}\u0000${method}\u0000${rec.status}`);
+    this.requestCell(rec.type, METHODS.has(rec.method) ? rec.method : 'OTHER', rec.status).n++;
     // A WebSocket session lasts as long as its users want: not a request duration.
     if (rec.websocket) this.wsClosed.inc(`${rec.type}\u0000${rec.websocket.closedBy}`);
     else this.durationSeconds.observe(rec.type, rec.durationMs / 1000);
@@ -162,6 +162,21 @@ export class Metrics {
     }
     if (rec.errorKind && rec.errorKind !== 'client_aborted') this.upstreamErrors.inc(rec.errorKind);
     if (rec.state && TOKEN_STATES.has(rec.state)) this.tokenRejections.inc(rec.state);
+  }
+
+  /**
+   * requests_total's count for one type, method and status. Cached by the three
+   * values: the type and method are constant strings and the status a number,
+   * so no key string is built and hashed per request.
+   */
+  private requestCell(type: string, method: string, status: number): { n: number } {
+    let byMethod = this.requestCells.get(type);
+    if (!byMethod) this.requestCells.set(type, (byMethod = new Map()));
+    let byStatus = byMethod.get(method);
+    if (!byStatus) byMethod.set(method, (byStatus = new Map()));
+    let c = byStatus.get(status);
+    if (!c) byStatus.set(status, (c = this.requests.cell(`${type}\u0000${method}\u0000${status}`)));
+    return c;
   }
 
   authzPropagation(channel: string, seconds: number): void {

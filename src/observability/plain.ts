@@ -30,19 +30,26 @@ abstract class PlainMetric {
 /** A monotonically increasing count per label combination (key: label values joined by NUL). */
 export class PlainCounter extends PlainMetric {
   readonly type = 'counter';
-  private readonly counts = new Map<string, number>();
+  private readonly counts = new Map<string, { n: number }>();
 
   inc(key: string, by = 1): void {
-    this.counts.set(key, (this.counts.get(key) ?? 0) + by);
+    this.cell(key).n += by;
+  }
+
+  /** The count of one label combination, to increment directly (a caller that caches it skips building the key). */
+  cell(key: string): { n: number } {
+    let c = this.counts.get(key);
+    if (!c) this.counts.set(key, (c = { n: 0 }));
+    return c;
   }
 
   value(key: string): number {
-    return this.counts.get(key) ?? 0;
+    return this.counts.get(key)?.n ?? 0;
   }
 
   async get(): Promise<MetricJson> {
     const values: Value[] = [];
-    for (const [k, v] of this.counts) values.push({ value: v, labels: this.labelsOf(k) });
+    for (const [k, c] of this.counts) values.push({ value: c.n, labels: this.labelsOf(k) });
     return { name: this.name, help: this.help, type: this.type, aggregator: 'sum', values };
   }
 }

@@ -32,17 +32,19 @@ export function stripScheme(value: string | undefined): string | undefined {
  * Control header slots: each canonical name and its aliases share a slot; the
  * lower rank wins (canonical first), then the first non-empty value.
  */
-const SLOT: Record<string, readonly [slot: number, rank: number]> = {
-  'x-utilmeta-proxy-type': [0, 0], 'x-proxy-type': [0, 1],
-  'x-utilmeta-operation-idempotent': [1, 0], 'x-operation-idempotent': [1, 1],
-  'x-utilmeta-request-timeout': [2, 0], 'x-request-timeout': [2, 1],
-  'x-utilmeta-cluster-id': [3, 0], 'x-cluster-id': [3, 1],
-  'x-utilmeta-node-id': [4, 0], 'x-node-id': [4, 1],
-  'x-utilmeta-service-name': [5, 0], 'x-service-name': [5, 1],
-  'x-utilmeta-accept-version': [6, 0], 'x-accept-version': [6, 1],
-  'x-utilmeta-instance-id': [7, 0], 'x-instance-id': [7, 1],
-  'proxy-authorization': [8, 0], 'x-utilmeta-proxy-token': [8, 1], 'x-proxy-token': [8, 2],
-};
+// A Map, not an object: header names are fresh strings on every request, and
+// an object lookup would first look each one up in V8's string table.
+const SLOT = new Map<string, readonly [slot: number, rank: number]>([
+  ['x-utilmeta-proxy-type', [0, 0]], ['x-proxy-type', [0, 1]],
+  ['x-utilmeta-operation-idempotent', [1, 0]], ['x-operation-idempotent', [1, 1]],
+  ['x-utilmeta-request-timeout', [2, 0]], ['x-request-timeout', [2, 1]],
+  ['x-utilmeta-cluster-id', [3, 0]], ['x-cluster-id', [3, 1]],
+  ['x-utilmeta-node-id', [4, 0]], ['x-node-id', [4, 1]],
+  ['x-utilmeta-service-name', [5, 0]], ['x-service-name', [5, 1]],
+  ['x-utilmeta-accept-version', [6, 0]], ['x-accept-version', [6, 1]],
+  ['x-utilmeta-instance-id', [7, 0]], ['x-instance-id', [7, 1]],
+  ['proxy-authorization', [8, 0]], ['x-utilmeta-proxy-token', [8, 1]], ['x-proxy-token', [8, 2]],
+]);
 const SLOTS = 9;
 
 /** One pass over the headers (instead of a scan per control header and alias). */
@@ -52,7 +54,10 @@ function controlValues(req: IncomingRequest): Array<string | undefined> {
   const h = req.headers;
   for (let i = 0; i < h.length; i++) {
     const pair = h[i];
-    const s = SLOT[pair[0]];
+    // Every control header starts with x or p: the others are not hashed at all.
+    const c = pair[0].charCodeAt(0);
+    if (c !== 120 && c !== 112) continue;
+    const s = SLOT.get(pair[0]);
     if (s === undefined || pair[1] === '' || s[1] >= ranks[s[0]]) continue;
     ranks[s[0]] = s[1];
     values[s[0]] = pair[1];
@@ -66,8 +71,10 @@ export function parseControl(req: IncomingRequest, defaultTimeout: number, maxTi
   if (type === undefined) {
     throw invalid(`missing X-UtilMeta-Proxy-Type header: expected one of ${TYPES.join(', ')}`);
   }
-  const t = type.trim().toLowerCase() as ProxyType;
-  if (!TYPES.includes(t)) throw invalid(`unknown X-UtilMeta-Proxy-Type '${type}': expected one of ${TYPES.join(', ')}`);
+  // The constant from TYPES, not the header's string: later lookups keyed by the
+  // type then hit an internalized string.
+  const t = TYPES[TYPES.indexOf(type.trim().toLowerCase() as ProxyType)];
+  if (t === undefined) throw invalid(`unknown X-UtilMeta-Proxy-Type '${type}': expected one of ${TYPES.join(', ')}`);
   let idempotent = IDEMPOTENT.has(req.method);
   const idem = v[1];
   if (idem !== undefined) {

@@ -131,6 +131,18 @@ export function classify(err: unknown, baseUrl: string, timeoutMs: number): Upst
   return new UpstreamError('other', `upstream ${baseUrl} failed: ${e.message ?? String(err)}`, baseUrl);
 }
 
+/** undici's header object as the h1 client's flat list (repeated names as repeated pairs). */
+function flatten(headers: Record<string, string | string[] | undefined>): string[] {
+  const flat: string[] = [];
+  for (const name in headers) {
+    const v = headers[name];
+    if (v === undefined) continue;
+    if (Array.isArray(v)) for (const x of v) flat.push(name, x);
+    else flat.push(name, v);
+  }
+  return flat;
+}
+
 /** First value of a response header in either form a client reports. */
 function firstHeader(headers: Record<string, string | string[] | undefined> | string[], name: string): string | undefined {
   if (Array.isArray(headers)) {
@@ -254,22 +266,14 @@ class Attempt implements Dispatcher.DispatchHandler {
       }
     }
     const out: HeaderList = [];
+    const flat = Array.isArray(headers) ? headers : flatten(headers);
     let length: number | undefined;
-    const keep = (name: string, v: string) => {
+    for (let i = 0; i < flat.length; i += 2) {
+      const name = flat[i];
       if (name === 'content-length') {
-        const n = Number(v);
+        const n = Number(flat[i + 1]);
         if (length === undefined && Number.isSafeInteger(n) && n >= 0) length = n;
-      } else if (!HOP_BY_HOP.has(name)) out.push([name, v]);
-    };
-    if (Array.isArray(headers)) {
-      for (let i = 0; i < headers.length; i += 2) keep(headers[i], headers[i + 1]);
-    } else {
-      for (const name in headers) {
-        const v = headers[name];
-        if (v === undefined) continue;
-        if (Array.isArray(v)) for (const x of v) keep(name, x);
-        else keep(name, v);
-      }
+      } else if (!HOP_BY_HOP.has(name)) out.push([name, flat[i + 1]]);
     }
     this.forwarding.decorate(statusCode, out, this.target, this.forwarding.retries);
     this.committed = true;
