@@ -8,10 +8,12 @@ export type Stage = (x: Exchange) => void | Promise<void>;
 export type Chain = (x: Exchange) => void | Promise<void>;
 
 export function compose(stages: readonly Stage[]): Chain {
+  const last = stages.length - 1;
   const run = (x: Exchange, from: number): void | Promise<void> => {
     for (let i = from; i < stages.length; i++) {
       const r = stages[i](x);
-      if (r !== undefined) return r.then(() => run(x, i + 1));
+      // The last stage's promise is the chain's: no promise wrapped around it.
+      if (r !== undefined) return i === last ? r : r.then(() => run(x, i + 1));
     }
   };
   return (x) => run(x, 0);

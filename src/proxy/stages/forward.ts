@@ -53,19 +53,23 @@ export function sendUpstreamError(x: Exchange, o: ForwardOutcome): void {
 }
 
 export function forward(upstream: Upstream, retryPolicy?: (serviceId: string | undefined) => RetryPolicy | undefined): Stage {
-  return async (x) => {
+  // Not async: one promise per request (the forwarding's), continued once.
+  return (x) => {
     const req = x.req;
     const headers = upstreamRequestHeaders(x);
     const c = x.control;
-    x.outcome = await upstream.forward(
+    return upstream.forward(
       { method: req.method, path: x.path, query: x.query ?? req.query, headers, body: x.body, idempotent: c.idempotent, timeoutMs: c.timeoutMs, failover: x.failover,
         retry: retryPolicy?.(x.service?.id) },
       x.candidates,
       x.res,
       (_status, out, target, retries) => decorate(x, req, out, target, retries),
-    );
-    const o = x.outcome;
-    if (x.afterForward && o.committed && !o.error) x.afterForward(o.status);
-    if (o.error && !o.committed) sendUpstreamError(x, o);
+    ).then((o) => forwarded(x, o));
   };
+}
+
+function forwarded(x: Exchange, o: ForwardOutcome): void {
+  x.outcome = o;
+  if (x.afterForward && o.committed && !o.error) x.afterForward(o.status);
+  if (o.error && !o.committed) sendUpstreamError(x, o);
 }
