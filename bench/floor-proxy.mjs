@@ -170,8 +170,8 @@ if (mode === 'protocol') {
     let aborted = false;
     res.onAborted(() => (aborted = true));
     const sock = idle.pop() ?? connect();
-    sock.waiter = (status, type, body) => {
-      idle.push(sock);
+    sock.waiter = (status, type, body, closed) => {
+      if (!closed) idle.push(sock);
       if (!aborted) res.cork(() => { res.writeStatus(`${status}`); if (type) res.writeHeader('content-type', type); res.end(body); });
     };
     sock.write(`GET ${path} HTTP/1.1\r\nhost: 127.0.0.1:${upstreamPort}\r\n\r\n`);
@@ -179,6 +179,17 @@ if (mode === 'protocol') {
   function connect() {
     const sock = net.connect(upstreamPort, '127.0.0.1');
     sock.setNoDelay(true);
+    // The upstream closes connections idle past its keep-alive timeout (between
+    // cells): such a socket leaves the idle list, and a request on it gets a 502
+    // rather than waiting forever (which once made this relay serve nothing).
+    sock.on('error', () => {});
+    sock.on('close', () => {
+      const i = idle.indexOf(sock);
+      if (i >= 0) idle.splice(i, 1);
+      const w = sock.waiter;
+      sock.waiter = null;
+      w?.(502, 'text/plain', Buffer.from('upstream closed'), true);
+    });
     let buf = Buffer.alloc(0);
     sock.on('data', (d) => {
       buf = buf.length ? Buffer.concat([buf, d]) : d;
