@@ -379,3 +379,18 @@ test('hasScopes: superset or *', () => {
   assert.equal(hasScopes([], []), true);
   assert.equal(hasScopes(['api.view'], []), false);
 });
+
+test('the verified-signature memo never answers for another token with the same signature', async () => {
+  const valid = await signJwt({ ...good, jti: 'memo-1' }, PRIV);
+  const [h, , s] = valid.split('.');
+  // The same signature (so the same memo key) on another payload: must be verified, and fail.
+  const swapped = `${h}.${b64u(JSON.stringify({ ...good, jti: 'memo-1', sub: 'someone-else' }))}.${s}`;
+  assert.equal((await verifyToken(valid, opts)).ok, true);
+  assertReject(await verifyToken(swapped, opts), 401, 'token_invalid');
+  // …and the failed one did not evict or replace the valid memo entry's answer.
+  const again = await verifyToken(valid, opts);
+  assert.equal(again.ok, true);
+  assert.equal(again.ok && again.claims.sub, '42');
+  // A header value "Bearer <jwt>" and the bare token verify alike.
+  assert.equal((await verifyToken(`Bearer ${valid}`, opts)).ok, true);
+});

@@ -35,3 +35,33 @@ const NOT_FIELD_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
 export function isFieldValue(s: string): boolean {
   return !NOT_FIELD_VALUE.test(s);
 }
+
+/** What String.prototype.trim and the regular expression \s count as white space. */
+function isJsSpace(c: number): boolean {
+  if (c <= 32) return c === 32 || (c >= 9 && c <= 13);
+  if (c < 0xa0) return false;
+  return c === 0xa0 || c === 0x1680 || (c >= 0x2000 && c <= 0x200a) || c === 0x2028 || c === 0x2029 || c === 0x202f || c === 0x205f || c === 0x3000 || c === 0xfeff;
+}
+
+/**
+ * The first two words of `s` and how many words it has (3 meaning "more than
+ * two"), exactly as `s.trim().split(/\s+/)` would split it (an empty or blank
+ * `s` is one empty word). Credentials arrive as "<scheme> <token>" on every
+ * request and a platform JWT is about 700 characters: this scans it once and
+ * builds no array.
+ */
+export function leadingWords(s: string): { count: 1 | 2 | 3; first: string; second: string } {
+  let i = 0;
+  let n = s.length;
+  while (i < n && isJsSpace(s.charCodeAt(i))) i++;
+  while (n > i && isJsSpace(s.charCodeAt(n - 1))) n--;
+  let j = i;
+  while (j < n && !isJsSpace(s.charCodeAt(j))) j++;
+  const first = s.slice(i, j);
+  if (j === n) return { count: 1, first, second: '' };
+  let k = j;
+  while (k < n && isJsSpace(s.charCodeAt(k))) k++;
+  let m = k;
+  while (m < n && !isJsSpace(s.charCodeAt(m))) m++;
+  return { count: m === n ? 2 : 3, first, second: s.slice(k, m) };
+}

@@ -96,8 +96,13 @@ export class SupervisorDirectory {
   }
 
   /** Looks a node up in the database when the view does not know it (at most once per missTtlMs). */
+  /** The node has a row in the current view (ensureNode would return at once). */
+  knows(nodeId: string): boolean {
+    return this.view.current.known.has(nodeId);
+  }
+
   async ensureNode(nodeId: string): Promise<void> {
-    if (this.view.current.known.has(nodeId)) return;
+    if (this.knows(nodeId)) return;
     const last = this.misses.get(nodeId);
     if (last !== undefined && Date.now() - last < this.missTtlMs) return;
     if (this.misses.size > 10_000) this.misses.clear();

@@ -14,7 +14,7 @@
 //     node_required (the original said 404 for both).
 import type { Config } from '../config/index.ts';
 import { DomainError, type ErrorKind } from '../core/errors.ts';
-import { verifyToken, type TokenClaims, type TokenFailure } from '../tokens/jwt.ts';
+import { verifyJwtNow, verifyToken, type TokenClaims, type TokenFailure } from '../tokens/jwt.ts';
 import type { SupervisorDirectory, SupervisorEntry } from './directory.ts';
 import { isTrustedSupervisorUrl } from './trust.ts';
 
@@ -28,7 +28,7 @@ export interface PlatformAuthorityDeps {
 export interface PlatformCallInput {
   type: 'supervisor' | 'operations';
   nodeId: string | undefined;
-  /** The bearer of Authorization (a node token), if any. */
+  /** The token of Authorization (a node token) as extractToken takes it out of the header value, if any. */
   bearer: string | null;
   /** Proxy-Authorization without its scheme (a cluster token), if any. */
   proxyToken: string | undefined;
@@ -68,24 +68,36 @@ export class PlatformAuthority {
     this.trust = { production: deps.config.production, trustedHosts: deps.config.supervisor.trustedHosts };
   }
 
+  /**
+   * The common call decided at once: a node token for a node this proxy already
+   * knows (its signature memoized after the first call). null: use authenticate().
+   */
+  authenticateKnown(input: PlatformCallInput): PlatformCaller | null {
+    const nodeId = input.nodeId;
+    if (!nodeId || !input.bearer || !this.deps.directory.knows(nodeId)) return null;
+    return this.nodeToken(nodeId, input.bearer);
+  }
+
+  /** A node token, signed with the node key of one of the node's rows. */
+  private nodeToken(nodeId: string, bearer: string): PlatformCaller {
+    const keys = this.deps.directory.tokenKeys(nodeId);
+    if (keys.length === 0) throw new DomainError('not_found', `node '${nodeId}' is not connected through this proxy`, { state: 'supervisor_not_found' });
+    let failure: TokenFailure | undefined;
+    for (const e of keys) {
+      const r = verifyJwtNow(bearer, { key: e.publicKey!, nodeId, issuerBase: e.baseUrl });
+      if (r.ok) return { nodeId, service: e.service, pending: false, claims: r.claims };
+      failure = r;
+    }
+    throw tokenError(failure!);
+  }
+
   /** supervisor and operations: a node token, or the platform's cluster token. */
   async authenticate(input: PlatformCallInput): Promise<PlatformCaller> {
     const { config, directory } = this.deps;
     const nodeId = input.nodeId;
     if (!nodeId) throw new DomainError('invalid', `${input.type} requires the X-UtilMeta-Node-Id header or a ?node= query parameter`, { state: 'node_required' });
     await directory.ensureNode(nodeId);
-    if (input.bearer) {
-      // A node token, signed with the node key of one of its rows.
-      const keys = directory.tokenKeys(nodeId);
-      if (keys.length === 0) throw new DomainError('not_found', `node '${nodeId}' is not connected through this proxy`, { state: 'supervisor_not_found' });
-      let failure: TokenFailure | undefined;
-      for (const e of keys) {
-        const r = await verifyToken(input.bearer, { key: e.publicKey!, nodeId, issuerBase: e.baseUrl });
-        if (r.ok) return { nodeId, service: e.service, pending: false, claims: r.claims };
-        failure = r;
-      }
-      throw tokenError(failure!);
-    }
+    if (input.bearer) return this.nodeToken(nodeId, input.bearer);
     if (!input.proxyToken) {
       throw new DomainError('credentials_required', `${input.type} requires Authorization (a node token) or Proxy-Authorization (a cluster token)`, { state: 'token_required' });
     }

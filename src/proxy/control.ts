@@ -1,6 +1,7 @@
 // The proxy's control headers and the outbound header set.
 import type { IncomingRequest } from '../http/types.ts';
 import { invalid } from '../core/errors.ts';
+import { leadingWords } from '../core/text.ts';
 
 export type ProxyType = 'discovery' | 'supervisor' | 'operations' | 'forward';
 const TYPES: readonly ProxyType[] = ['discovery', 'supervisor', 'operations', 'forward'];
@@ -24,8 +25,8 @@ const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE'])
 /** `"<scheme> <token>"` or a bare token; the second whitespace-separated part wins. */
 export function stripScheme(value: string | undefined): string | undefined {
   if (!value) return undefined;
-  const parts = value.trim().split(/\s+/);
-  return parts.length > 1 ? parts[1] : parts[0];
+  const w = leadingWords(value);
+  return w.count > 1 ? w.second : w.first;
 }
 
 /**

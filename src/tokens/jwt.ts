@@ -34,6 +34,7 @@
 // for a bad signature). The proxy answers a missing `Proxy-Authorization` with 407 itself; 401
 // here is for callers without such a convention.
 
+import { leadingWords } from '../core/text.ts';
 import { constants, verify as cryptoVerify } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import { keyEntry, type KeyAlgorithm, type KeyEntry } from './keys.ts';
@@ -116,9 +117,9 @@ function fail(status: number, state: TokenState, message: string): TokenFailure 
 /** `<jwt>` or `<scheme> <jwt>` (the original took the second whitespace-separated word). */
 export function extractToken(value: string | undefined | null): string | null {
   if (typeof value !== 'string') return null;
-  const parts = value.trim().split(/\s+/);
-  if (parts.length === 1) return parts[0] || null;
-  if (parts.length === 2) return parts[1];
+  const w = leadingWords(value);
+  if (w.count === 1) return w.first || null;
+  if (w.count === 2) return w.second;
   return '';
 }
 
@@ -156,9 +157,12 @@ function decode(token: string): Decoded | TokenFailure {
 }
 
 /** Signature check, memoized per (key, token) in the key entry. */
-async function verifySignature(entry: KeyEntry, token: string): Promise<Decoded | TokenFailure> {
-  const hit = entry.verified.get(token) as Decoded | undefined;
-  if (hit) return hit;
+function verifySignature(entry: KeyEntry, token: string): Decoded | TokenFailure {
+  // Keyed by the signature's tail, then compared whole: hashing the ~700-character
+  // token on every request cost more than the rest of the lookup.
+  const memo = verifiedKey(token);
+  const hit = entry.verified.get(memo) as (Decoded & { token: string }) | undefined;
+  if (hit && hit.token === token) return hit;
   const decoded = decode(token);
   if ('ok' in decoded) return decoded;
   const alg = decoded.header.alg as KeyAlgorithm;
@@ -185,9 +189,14 @@ async function verifySignature(entry: KeyEntry, token: string): Promise<Decoded 
   );
   if (!ok) return fail(401, 'token_invalid', 'Invalid token: signature verification failed');
   const v = entry.verified;
-  if (v.size >= MAX_VERIFIED_PER_KEY) v.delete(v.keys().next().value as string);
-  v.set(token, decoded);
+  if (v.size >= MAX_VERIFIED_PER_KEY && !v.has(memo)) v.delete(v.keys().next().value as string);
+  v.set(memo, { ...decoded, token });
   return decoded;
+}
+
+/** The memo key of a token: the end of its signature (a tie only costs a verification). */
+function verifiedKey(token: string): string {
+  return token.length > 32 ? token.slice(-32) : token;
 }
 
 /** `iss` must equal `base`, or be a prefix of it that ends at a path boundary. */
@@ -198,9 +207,23 @@ export function issuerMatches(iss: string, base: string): boolean {
 
 /** Verifies a platform JWT. Never throws. */
 export async function verifyToken(token: string, opts: VerifyTokenOptions): Promise<TokenResult> {
+  const jwt = extractToken(token);
+  if (jwt === null) return fail(401, 'token_required', 'Token required');
+  return verifyJwt(jwt, opts);
+}
+
+/** verifyToken for a token already taken out of its header value (by extractToken). Never throws. */
+export async function verifyJwt(jwt: string, opts: VerifyTokenOptions): Promise<TokenResult> {
+  return verifyJwtNow(jwt, opts);
+}
+
+/**
+ * verifyJwt without a promise: everything here is synchronous (node:crypto's
+ * verify, a memo hit skips even that), and the operations hot path calls it
+ * without waiting a turn. Never throws.
+ */
+export function verifyJwtNow(jwt: string, opts: VerifyTokenOptions): TokenResult {
   try {
-    const jwt = extractToken(token);
-    if (jwt === null) return fail(401, 'token_required', 'Token required');
     if (!jwt || jwt.length > MAX_TOKEN_LENGTH) return fail(400, 'token_invalid', 'Invalid token format');
 
     let entry: KeyEntry;
@@ -209,7 +232,7 @@ export async function verifyToken(token: string, opts: VerifyTokenOptions): Prom
     } catch (err) {
       return fail(500, 'key_invalid', `Invalid verification key: ${(err as Error).message}`);
     }
-    const verified = await verifySignature(entry, jwt);
+    const verified = verifySignature(entry, jwt);
     if ('ok' in verified) return verified;
     const { claims, header } = verified;
 
