@@ -352,6 +352,15 @@ const emptyIterable: AsyncIterable<Buffer> = {
   [Symbol.asyncIterator]: () => ({ next: async () => ({ done: true, value: undefined }) }),
 };
 
+/** What each listener reads of a request before it builds the ListenerRequest. */
+export interface RequestHead {
+  path: string;
+  query: string;
+  headers: Array<readonly [string, string]>;
+  contentLength: string | undefined;
+  chunked: boolean;
+}
+
 /** The request as both listeners hand it to the handler. */
 export class ListenerRequest implements IncomingRequest {
   constructor(

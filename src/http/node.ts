@@ -11,6 +11,7 @@ import type {
 import { checkHandshake, clipReason, handshakeErrorBody, handshakeErrorHeaders, isSendableCloseCode, OpenSockets, websocketOptions, type HandshakeError } from './websocket-util.ts';
 import {
   type DrainState,
+  type RequestHead,
   runSafely,
   withinDeclared,
   BodyQueue,
@@ -260,15 +261,8 @@ class NodeResponse implements ResponseWriter {
 
 }
 
-interface Head {
-  path: string;
-  query: string;
-  headers: Array<readonly [string, string]>;
-  contentLength: string | undefined;
-  chunked: boolean;
-}
 
-function readHead(req: IncomingMessage): Head {
+function readHead(req: IncomingMessage): RequestHead {
   const url = req.url ?? '/';
   const q = url.indexOf('?');
   const raw = req.rawHeaders;

@@ -43,6 +43,7 @@ import type {
 import { checkHandshake, clipReason, handshakeErrorBody, handshakeErrorHeaders, isSendableCloseCode, OpenSockets, websocketOptions, type HandshakeError } from './websocket-util.ts';
 import {
   type DrainState,
+  type RequestHead,
   runSafely,
   withinDeclared,
   BodyQueue,
@@ -487,13 +488,9 @@ function refuseFraming(res: HttpResponse, e: FramingError, isHead: boolean): voi
   });
 }
 
-interface Head {
+interface Head extends RequestHead {
+  /** uWS gives the method here (node:http has it on its request). */
   method: string;
-  path: string;
-  query: string;
-  headers: Array<readonly [string, string]>;
-  contentLength: string | undefined;
-  chunked: boolean;
 }
 
 /** Everything from `req` at once: it is stack-allocated and gone after the route callback returns. */

@@ -23,13 +23,17 @@ export interface ProxyLogRecord {
   api?: string;
   authz?: string;
   /** A relayed WebSocket session (the record is written when it ends; `status` is 101). */
-  websocket?: {
-    closedBy: string;
-    clientCode: number;
-    upstreamCode: number;
-    messagesIn: number;
-    messagesOut: number;
-    bytesIn: number;
-    bytesOut: number;
-  };
+  websocket?: WebSocketSummary;
+}
+
+export interface WebSocketSummary {
+  /** Who ended the session: client, upstream, revoked, shutdown, overload, idle, error. */
+  closedBy: string;
+  /** The close code each side sent or received (1005: none, 1006: dropped). */
+  clientCode: number;
+  upstreamCode: number;
+  messagesIn: number;
+  messagesOut: number;
+  bytesIn: number;
+  bytesOut: number;
 }

@@ -14,7 +14,7 @@
 //     node_required (the original said 404 for both).
 import type { Config } from '../config/index.ts';
 import { DomainError, type ErrorKind } from '../core/errors.ts';
-import { verifyJwtNow, verifyToken, type TokenClaims, type TokenFailure } from '../tokens/jwt.ts';
+import { verifyJwt, verifyToken, type TokenClaims, type TokenFailure } from '../tokens/jwt.ts';
 import type { SupervisorDirectory, SupervisorEntry } from './directory.ts';
 import { isTrustedSupervisorUrl } from './trust.ts';
 
@@ -84,7 +84,7 @@ export class PlatformAuthority {
     if (keys.length === 0) throw new DomainError('not_found', `node '${nodeId}' is not connected through this proxy`, { state: 'supervisor_not_found' });
     let failure: TokenFailure | undefined;
     for (const e of keys) {
-      const r = verifyJwtNow(bearer, { key: e.publicKey!, nodeId, issuerBase: e.baseUrl });
+      const r = verifyJwt(bearer, { key: e.publicKey!, nodeId, issuerBase: e.baseUrl });
       if (r.ok) return { nodeId, service: e.service, pending: false, claims: r.claims };
       failure = r;
     }

@@ -6,21 +6,12 @@ import type { RegistrySnapshot, InstanceView, ServiceView } from '../registry/sn
 import type { PlatformCaller } from '../platform/index.ts';
 import type { SessionHandle } from '../access/sessions.ts';
 import type { ProxyControl } from './control.ts';
+import type { WebSocketSummary } from '../observability/record.ts';
 import type { Candidate, ForwardOutcome } from './upstream.ts';
 
 export type Failover = 'idempotent' | 'unreached';
 
-export interface WebSocketSummary {
-  /** Who ended the session: client, upstream, revoked, shutdown, overload, idle, error. */
-  closedBy: string;
-  /** The close code each side sent or received (1005: none, 1006: dropped). */
-  clientCode: number;
-  upstreamCode: number;
-  messagesIn: number;
-  messagesOut: number;
-  bytesIn: number;
-  bytesOut: number;
-}
+export type { WebSocketSummary };
 
 export class Exchange {
   /** Decoded control headers (the first stage). */

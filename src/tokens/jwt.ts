@@ -212,17 +212,13 @@ export async function verifyToken(token: string, opts: VerifyTokenOptions): Prom
   return verifyJwt(jwt, opts);
 }
 
-/** verifyToken for a token already taken out of its header value (by extractToken). Never throws. */
-export async function verifyJwt(jwt: string, opts: VerifyTokenOptions): Promise<TokenResult> {
-  return verifyJwtNow(jwt, opts);
-}
-
 /**
- * verifyJwt without a promise: everything here is synchronous (node:crypto's
- * verify, a memo hit skips even that), and the operations hot path calls it
- * without waiting a turn. Never throws.
+ * verifyToken for a token already taken out of its header value (by
+ * extractToken), without a promise: everything here is synchronous
+ * (node:crypto's verify, and a memo hit skips even that), so the operations
+ * hot path calls it without waiting a turn. Never throws.
  */
-export function verifyJwtNow(jwt: string, opts: VerifyTokenOptions): TokenResult {
+export function verifyJwt(jwt: string, opts: VerifyTokenOptions): TokenResult {
   try {
     if (!jwt || jwt.length > MAX_TOKEN_LENGTH) return fail(400, 'token_invalid', 'Invalid token format');
 
