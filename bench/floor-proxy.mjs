@@ -54,7 +54,8 @@ function nodeWriter(res) {
 }
 
 const DROP_IN = new Set(['host', 'connection', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-authorization', 'x-forwarded-for', 'content-length']);
-const DROP_OUT = new Set(['connection', 'keep-alive', 'transfer-encoding', 'content-length', 'trailer', 'upgrade']);
+// date: the listener writes its own (uWS always does), as the product's listeners do.
+const DROP_OUT = new Set(['connection', 'keep-alive', 'transfer-encoding', 'content-length', 'trailer', 'upgrade', 'date']);
 const ridPrefix = `${process.pid.toString(36)}-`;
 let rid = 0;
 /** A uWS request's headers and peer, read before the callback returns (the request object dies then). */
@@ -103,7 +104,7 @@ if (mode === 'protocol') {
       for (let i = 0; i < h.length; i += 2) {
         const k = h[i];
         if (k === 'server-timing') timing = `,${h[i + 1]}`;
-        else if (!DROP_OUT.has(k) && k !== 'date') out.push(k, h[i + 1]);
+        else if (!DROP_OUT.has(k)) out.push(k, h[i + 1]);
       }
       out.push('server-timing', `proxy;dur=${Math.round(performance.now() - this.started)}${timing}`,
         'x-utilmeta-proxy-destination-base-url', BASE_URL, 'x-utilmeta-proxy-destination-instance-id', INSTANCE_ID, 'x-request-id', this.requestId);
