@@ -184,13 +184,15 @@ export class ResponseParser {
     const r = this.accumulate(buf, from, CRLF2, this.opts.maxHeaderSize, 'the response head');
     if (!r) return buf.length;
     const text = r.block.toString('latin1');
-    const lines = text.split('\r\n');
-    const m = STATUS_LINE.exec(lines[0]);
-    if (!m) throw new H1ParseError('HPE_INVALID_STATUS', `invalid status line ${JSON.stringify(lines[0].slice(0, 80))}`);
+    // Lines by position, not split(): no array of line strings per response.
+    const eol = text.indexOf('\r\n');
+    const statusLine = eol < 0 ? text : text.slice(0, eol);
+    const m = STATUS_LINE.exec(statusLine);
+    if (!m) throw new H1ParseError('HPE_INVALID_STATUS', `invalid status line ${JSON.stringify(statusLine.slice(0, 80))}`);
     const minor = m[1];
     const status = Number(m[2]);
     const headers: string[] = [];
-    const framing = scanFields(lines, 1, headers);
+    const framing = scanFields(text, eol < 0 ? text.length : eol + 2, headers);
     if (status < 200) {
       // 101 would switch protocols on a connection this client never asked to upgrade.
       if (status === 101) throw new H1ParseError('HPE_INVALID_STATUS', 'unexpected 101 Switching Protocols');
@@ -273,12 +275,18 @@ interface Framing {
   keepAlive?: string;
 }
 
-/** Validates field lines into `out` (flat pairs, lower-case names) and returns the framing fields. */
-function scanFields(lines: string[], from: number, out: string[]): Framing {
+/**
+ * Validates the CRLF-separated field lines of `text` from `from` into `out`
+ * (flat pairs, lower-case names) and returns the framing fields.
+ */
+function scanFields(text: string, from: number, out: string[]): Framing {
   const f: Framing = {};
-  for (let i = from; i < lines.length; i++) {
-    const [key, value] = parseField(lines[i]);
-    out.push(key, value);
+  for (let at = from; at < text.length;) {
+    let end = text.indexOf('\r\n', at);
+    if (end < 0) end = text.length;
+    const key = parseFieldInto(text, at, end, out);
+    const value = out[out.length - 1];
+    at = end + 2;
     switch (key) {
       case 'content-length':
         (f.cl ??= []).push(value);
@@ -297,28 +305,33 @@ function scanFields(lines: string[], from: number, out: string[]): Framing {
   return f;
 }
 
-function parseField(line: string): [string, string] {
-  const c0 = line.charCodeAt(0);
+/** One field line, text[start, end), appended to `out` as name, value; returns the name. */
+function parseFieldInto(text: string, start: number, end: number, out: string[]): string {
+  const c0 = text.charCodeAt(start);
   if (c0 === 32 || c0 === 9) throw new H1ParseError('HPE_INVALID_HEADER_TOKEN', 'obsolete line folding in a header');
-  const colon = line.indexOf(':');
-  if (colon <= 0) throw new H1ParseError('HPE_INVALID_HEADER_TOKEN', `malformed header line ${JSON.stringify(line.slice(0, 60))}`);
-  const name = line.slice(0, colon);
+  const colon = text.indexOf(':', start);
+  if (colon <= start || colon >= end) throw new H1ParseError('HPE_INVALID_HEADER_TOKEN', `malformed header line ${JSON.stringify(text.slice(start, Math.min(end, start + 60)))}`);
+  const name = text.slice(start, colon);
   let key = NAMES.get(name);
   if (key === undefined) {
     if (!isHttpToken(name)) throw new H1ParseError('HPE_INVALID_HEADER_TOKEN', `invalid header name ${JSON.stringify(name.slice(0, 60))}`);
     key = name.toLowerCase();
     if (NAMES.size < 1024) NAMES.set(name, key);
   }
-  const value = trimOws(line, colon + 1);
+  const value = trimOws(text, colon + 1, end);
   if (!isFieldValue(value)) throw new H1ParseError('HPE_INVALID_HEADER_TOKEN', `control character in header ${name}`);
-  return [key, value];
+  out.push(key, value);
+  return key;
 }
 
 /** Trailer fields as undici reports them: an object, repeated names as arrays. */
 function parseFields(lines: string[], from: number): Record<string, string | string[]> {
   const headers: Record<string, string | string[]> = {};
+  const pair: string[] = [];
   for (let i = from; i < lines.length; i++) {
-    const [key, value] = parseField(lines[i]);
+    pair.length = 0;
+    const key = parseFieldInto(lines[i], 0, lines[i].length, pair);
+    const value = pair[1];
     const had = headers[key];
     if (had === undefined) headers[key] = value;
     else if (Array.isArray(had)) had.push(value);
@@ -327,10 +340,10 @@ function parseFields(lines: string[], from: number): Record<string, string | str
   return headers;
 }
 
-/** The field value after `from`, without leading and trailing spaces and tabs. */
-function trimOws(line: string, from: number): string {
+/** The field value in line[from, to), without leading and trailing spaces and tabs. */
+function trimOws(line: string, from: number, to: number): string {
   let a = from;
-  let b = line.length;
+  let b = to;
   while (a < b && (line.charCodeAt(a) === 32 || line.charCodeAt(a) === 9)) a++;
   while (b > a && (line.charCodeAt(b - 1) === 32 || line.charCodeAt(b - 1) === 9)) b--;
   return line.slice(a, b);
