@@ -33,20 +33,22 @@ export function stripScheme(value: string | undefined): string | undefined {
  * Control header slots: each canonical name and its aliases share a slot; the
  * lower rank wins (canonical first), then the first non-empty value.
  */
-// A Map, not an object: header names are fresh strings on every request, and
-// an object lookup would first look each one up in V8's string table.
-const SLOT = new Map<string, readonly [slot: number, rank: number]>([
-  ['x-utilmeta-proxy-type', [0, 0]], ['x-proxy-type', [0, 1]],
-  ['x-utilmeta-operation-idempotent', [1, 0]], ['x-operation-idempotent', [1, 1]],
-  ['x-utilmeta-request-timeout', [2, 0]], ['x-request-timeout', [2, 1]],
-  ['x-utilmeta-cluster-id', [3, 0]], ['x-cluster-id', [3, 1]],
-  ['x-utilmeta-node-id', [4, 0]], ['x-node-id', [4, 1]],
-  ['x-utilmeta-service-name', [5, 0]], ['x-service-name', [5, 1]],
-  ['x-utilmeta-accept-version', [6, 0]], ['x-accept-version', [6, 1]],
-  ['x-utilmeta-instance-id', [7, 0]], ['x-instance-id', [7, 1]],
-  ['proxy-authorization', [8, 0]], ['x-utilmeta-proxy-token', [8, 1]], ['x-proxy-token', [8, 2]],
-]);
+const SLOT_NAMES: ReadonlyArray<readonly [name: string, slot: number, rank: number]> = [
+  ['x-utilmeta-proxy-type', 0, 0], ['x-proxy-type', 0, 1],
+  ['x-utilmeta-operation-idempotent', 1, 0], ['x-operation-idempotent', 1, 1],
+  ['x-utilmeta-request-timeout', 2, 0], ['x-request-timeout', 2, 1],
+  ['x-utilmeta-cluster-id', 3, 0], ['x-cluster-id', 3, 1],
+  ['x-utilmeta-node-id', 4, 0], ['x-node-id', 4, 1],
+  ['x-utilmeta-service-name', 5, 0], ['x-service-name', 5, 1],
+  ['x-utilmeta-accept-version', 6, 0], ['x-accept-version', 6, 1],
+  ['x-utilmeta-instance-id', 7, 0], ['x-instance-id', 7, 1],
+  ['proxy-authorization', 8, 0], ['x-utilmeta-proxy-token', 8, 1], ['x-proxy-token', 8, 2],
+];
 const SLOTS = 9;
+// Candidates by name length, compared char by char: header names are fresh
+// strings on every request, and any Map or object lookup hashes each one first.
+const BY_LENGTH: Array<Array<readonly [string, number, number]> | undefined> = [];
+for (const e of SLOT_NAMES) (BY_LENGTH[e[0].length] ??= []).push(e);
 
 /** One pass over the headers (instead of a scan per control header and alias). */
 function controlValues(req: IncomingRequest): Array<string | undefined> {
@@ -56,12 +58,20 @@ function controlValues(req: IncomingRequest): Array<string | undefined> {
   for (let i = 0; i < h.length; i++) {
     const pair = h[i];
     // Every control header starts with x or p: the others are not hashed at all.
-    const c = pair[0].charCodeAt(0);
+    const name = pair[0];
+    const c = name.charCodeAt(0);
     if (c !== 120 && c !== 112) continue;
-    const s = SLOT.get(pair[0]);
-    if (s === undefined || pair[1] === '' || s[1] >= ranks[s[0]]) continue;
-    ranks[s[0]] = s[1];
-    values[s[0]] = pair[1];
+    const candidates = BY_LENGTH[name.length];
+    if (candidates === undefined || pair[1] === '') continue;
+    for (let j = 0; j < candidates.length; j++) {
+      const s = candidates[j];
+      if (s[0] !== name) continue;
+      if (s[2] < ranks[s[1]]) {
+        ranks[s[1]] = s[2];
+        values[s[1]] = pair[1];
+      }
+      break;
+    }
   }
   return values;
 }
@@ -116,11 +126,18 @@ export function parseControl(req: IncomingRequest, defaultTimeout: number, maxTi
  * services understand (§6.7); the connection key is dropped on purpose, since
  * local-network shortcuts must never apply through the proxy.
  */
-const DROP = new Set([
+const DROP_NAMES = [
   'connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection', 'te', 'trailer',
   'trailers', 'transfer-encoding', 'upgrade', 'host', 'x-forwarded-for', 'x-real-ip', 'remote-addr', 'remote_addr',
   'x-proxy-token', 'x-proxy-type', 'expect',
-]);
+];
+// By length, for the same reason as the control slots (no hashing of fresh names).
+const DROP_BY_LENGTH: Array<string[] | undefined> = [];
+for (const n of DROP_NAMES) (DROP_BY_LENGTH[n.length] ??= []).push(n);
+function dropped(name: string): boolean {
+  const list = DROP_BY_LENGTH[name.length];
+  return list !== undefined && list.includes(name);
+}
 const KEEP_UTILMETA = new Set(['x-utilmeta-log-options']);
 
 /** A `umt_` user token is the proxy's credential, never meant for an upstream. */
@@ -139,7 +156,7 @@ export function outboundHeaders(req: IncomingRequest, keepContentLength: boolean
   // the upstream pick a different length than the one this node read.
   let lengthSent = !keepContentLength;
   for (const [name, value] of req.headers) {
-    if (DROP.has(name)) continue;
+    if (dropped(name)) continue;
     if (name.charCodeAt(0) === 120 /* x */ && name.startsWith('x-utilmeta-') && !KEEP_UTILMETA.has(name)) continue;
     if (name === 'content-length') {
       if (lengthSent) continue;
