@@ -32,7 +32,7 @@ function res() {
   const out: { status?: number; headers?: HeaderList; body?: string } = {};
   const w: ResponseWriter = {
     aborted: false, onAborted() {}, send(status, headers, body) { Object.assign(out, { status, headers, body: body?.toString() }); },
-    writeHead() {}, write: () => true, onDrain() {}, end() {}, abort() {}, acceptWebSocket: () => null,
+    writeHead() {}, relayHead() {}, write: () => true, onDrain() {}, end() {}, abort() {}, acceptWebSocket: () => null,
   };
   return { w, out, header: (n: string) => out.headers?.find(([k]) => k === n)?.[1] };
 }

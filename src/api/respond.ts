@@ -84,6 +84,13 @@ export function corsHeaders(req: IncomingRequest): HeaderList {
   ];
 }
 
+/** corsHeaders appended to a flat [name, value, ...] list (a relayed head), without building pairs. */
+export function pushCorsFields(req: IncomingRequest, out: string[]): void {
+  const origin = wellFormedOrigin(req.header('origin'));
+  if (origin === undefined) out.push('access-control-allow-origin', '*', 'access-control-expose-headers', EXPOSED_HEADERS);
+  else out.push('access-control-allow-origin', origin, 'access-control-allow-credentials', 'true', 'access-control-expose-headers', EXPOSED_HEADERS, 'vary', 'Origin');
+}
+
 /** OPTIONS is always answered locally, never proxied. */
 export function sendPreflight(req: IncomingRequest, res: ResponseWriter, methods: string, maxAge: number): void {
   res.send(200, [

@@ -155,7 +155,23 @@ class NodeResponse implements ResponseWriter {
 
   writeHead(status: number, headers: HeaderList, contentLength?: number): void {
     if (this.gone || this.started) return;
-    const flat = flatHeaders(headers);
+    this.beginHead(status, flatHeaders(headers), contentLength);
+  }
+
+  relayHead(status: number, fields: string[], contentLength?: number): void {
+    if (this.gone || this.started) return;
+    // node checks header values itself whatever we say; only the names it must own are dropped.
+    let n = 0;
+    for (let i = 0; i < fields.length; i += 2) {
+      if (isListenerOwnedHeader(fields[i])) continue;
+      fields[n++] = fields[i];
+      fields[n++] = fields[i + 1];
+    }
+    fields.length = n;
+    this.beginHead(status, fields, contentLength);
+  }
+
+  private beginHead(status: number, flat: string[], contentLength: number | undefined): void {
     const known = contentLength !== undefined && Number.isSafeInteger(contentLength) && contentLength >= 0;
     if (this.drain.draining) this.res.shouldKeepAlive = false;
     if (this.isHead || isBodylessStatus(status)) {

@@ -143,6 +143,14 @@ export interface ResponseWriter {
    * For HEAD requests or 204/304 pass `contentLength` as reported and write no body.
    */
   writeHead(status: number, headers: HeaderList, contentLength?: number): void;
+  /**
+   * writeHead for a head relayed from an upstream: `fields` is flat
+   * [name, value, name, value, ...], names lower-case, every field already
+   * checked by the HTTP parser that read it and hop-by-hop fields removed, so
+   * the listener writes them without checking them again. The listener owns
+   * the array from then on.
+   */
+  relayHead(status: number, fields: string[], contentLength?: number): void;
   /** Writes a body chunk; returns false under backpressure (wait for onDrain). */
   write(chunk: Buffer): boolean;
   /** One-shot callback for when the socket can take more after write() returned false. */

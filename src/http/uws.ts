@@ -156,6 +156,8 @@ class UwsResponse implements ResponseWriter, ClientConnection {
   private outputBegun = false;
   private status = 200;
   private headers: HeaderList = NO_HEADERS;
+  /** A relayed head's fields (relayHead), written instead of `headers`. */
+  private fields: string[] | null = null;
   private total = -1; // declared content-length, -1 = chunked
   private accepted = 0; // body bytes taken from the caller (known length)
   private uwsOffset = 0; // body bytes uWS took = where pending[0] starts (known length)
@@ -223,20 +225,31 @@ class UwsResponse implements ResponseWriter, ClientConnection {
   writeHead(status: number, headers: HeaderList, contentLength?: number): void {
     if (this.gone || this.started) return;
     validate(headers);
+    this.headers = headers;
+    this.beginHead(status, contentLength);
+  }
+
+  relayHead(status: number, fields: string[], contentLength?: number): void {
+    if (this.gone || this.started) return;
+    this.fields = fields;
+    this.beginHead(status, contentLength);
+  }
+
+  /** After writeHead/relayHead stored the fields: a bodyless head goes out now, any other with the first body chunk. */
+  private beginHead(status: number, contentLength: number | undefined): void {
     this.started = true;
+    this.status = status;
     if (this.isHead || isBodylessStatus(status)) {
       this.ended = true;
       this.beginOutput();
       this.res.cork(() => {
-        this.writeStatusAndHeaders(status, headers);
+        this.writeHeadNow();
         if (contentLength !== undefined && mayReportLength(status)) this.res.writeHeader('content-length', String(contentLength));
         this.res.endWithoutBody();
       });
       this.finish();
       return;
     }
-    this.status = status;
-    this.headers = headers;
     this.total = contentLength !== undefined && Number.isSafeInteger(contentLength) && contentLength >= 0 ? contentLength : -1;
     // The head goes out with the first body chunk (or end), in one syscall.
   }
@@ -409,8 +422,30 @@ class UwsResponse implements ResponseWriter, ClientConnection {
 
   private writeHeadNow(): void {
     this.headWritten = true;
-    this.writeStatusAndHeaders(this.status, this.headers);
-    this.headers = NO_HEADERS;
+    const f = this.fields;
+    if (f === null) {
+      this.writeStatusAndHeaders(this.status, this.headers);
+      this.headers = NO_HEADERS;
+      return;
+    }
+    this.fields = null;
+    const res = this.res;
+    res.writeStatus(statusLine(this.status));
+    // writeHeader(name, value) appends `name: value\r\n`, one native call and two
+    // UTF-8 conversions per field. The fields were checked (no CR or LF can be in
+    // them), so the rest of the head is folded into the first field's value and
+    // goes down in one call, byte for byte what per-field calls would write.
+    let first = -1;
+    let rest = '';
+    for (let i = 0; i < f.length; i += 2) {
+      if (isListenerOwnedHeader(f[i])) continue;
+      if (first < 0) first = i;
+      else rest += `\r\n${f[i]}: ${f[i + 1]}`;
+    }
+    // Hop-by-hop fields never arrive here, so a drain's close is always ours to announce.
+    if (this.drain.draining) rest += '\r\nconnection: close';
+    if (first >= 0) res.writeHeader(f[first], f[first + 1] + rest);
+    else if (rest !== '') res.writeHeader('connection', 'close');
   }
 
   /** `uwsCloses`: the response ends with uWS's close flag, which writes `Connection: close` itself. */

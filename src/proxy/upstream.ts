@@ -6,7 +6,7 @@ import type { Socket } from 'node:net';
 import { Agent, buildConnector, type Dispatcher } from 'undici';
 import { H1Agent } from '../h1/index.ts';
 import { decideRetry, parseRetryAfter } from '../health/index.ts';
-import { BodyTooLargeError, type HeaderList, type ResponseWriter } from '../http/types.ts';
+import { BodyTooLargeError, type ResponseWriter } from '../http/types.ts';
 
 export interface Candidate {
   /** Base URL the path is joined onto (instance base_url / ops_api / supervisor URL). */
@@ -98,8 +98,25 @@ export function isRetryStatus(status: number): boolean {
   return RETRY_STATUSES.has(status);
 }
 
-/** RFC 9110 hop-by-hop headers, never relayed (plus the length/encoding the listener sets). */
-export const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection', 'te', 'trailer', 'trailers', 'transfer-encoding', 'upgrade', 'content-length']);
+/**
+ * RFC 9110 hop-by-hop headers, never relayed (plus the length/encoding the
+ * listener sets). By length first: response names are fresh strings, and a Set
+ * would hash every one of them.
+ */
+export function isHopByHop(name: string): boolean {
+  switch (name.length) {
+    case 2: return name === 'te';
+    case 7: return name === 'trailer' || name === 'upgrade';
+    case 8: return name === 'trailers';
+    case 10: return name === 'connection' || name === 'keep-alive';
+    case 14: return name === 'content-length';
+    case 16: return name === 'proxy-connection';
+    case 17: return name === 'transfer-encoding';
+    case 18: return name === 'proxy-authenticate';
+    case 19: return name === 'proxy-authorization';
+    default: return false;
+  }
+}
 
 export function classify(err: unknown, baseUrl: string, timeoutMs: number): UpstreamError {
   if (err instanceof UpstreamError) return err;
@@ -180,10 +197,10 @@ function live(m: Map<string, number>, key: string): boolean {
 }
 
 /**
- * Adds proxy headers to a committed upstream response. Called once per response,
- * after the target is known.
+ * Adds proxy headers to a committed upstream response, flat [name, value, ...].
+ * Called once per response, after the target is known.
  */
-export type ResponseDecorator = (status: number, headers: HeaderList, target: Candidate, retries: number) => void;
+export type ResponseDecorator = (status: number, fields: string[], target: Candidate, retries: number) => void;
 
 type AttemptResult =
   | { kind: 'done'; status: number }
@@ -265,20 +282,22 @@ class Attempt implements Dispatcher.DispatchHandler {
         return;
       }
     }
-    const out: HeaderList = [];
+    // Both clients' parsers checked every field: the listener relays them as they are.
+    const out: string[] = [];
     const flat = Array.isArray(headers) ? headers : flatten(headers);
     let length: number | undefined;
     for (let i = 0; i < flat.length; i += 2) {
       const name = flat[i];
-      if (name === 'content-length') {
+      if (!isHopByHop(name)) out.push(name, flat[i + 1]);
+      else if (length === undefined && name.length === 14 && name === 'content-length') {
         const n = Number(flat[i + 1]);
-        if (length === undefined && Number.isSafeInteger(n) && n >= 0) length = n;
-      } else if (!HOP_BY_HOP.has(name)) out.push([name, flat[i + 1]]);
+        if (Number.isSafeInteger(n) && n >= 0) length = n;
+      }
     }
     this.forwarding.decorate(statusCode, out, this.target, this.forwarding.retries);
     this.committed = true;
     // HEAD / 204 / 304 carry no body; the listener reports the upstream's length, if any.
-    this.forwarding.res.writeHead(statusCode, out, length);
+    this.forwarding.res.relayHead(statusCode, out, length);
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
@@ -325,8 +344,6 @@ class Forwarding {
   private readonly deadline: number;
   private waitTimer: NodeJS.Timeout | null = null;
   private readonly replayable: boolean;
-  private resolve!: (o: ForwardOutcome) => void;
-  readonly done: Promise<ForwardOutcome>;
 
   constructor(
     private readonly upstream: Upstream,
@@ -334,10 +351,11 @@ class Forwarding {
     private readonly candidates: readonly Candidate[],
     readonly res: ResponseWriter,
     readonly decorate: ResponseDecorator,
+    /** Called once, with what the client got. */
+    private readonly resolve: (o: ForwardOutcome) => void,
   ) {
     this.replayable = req.body === null || Buffer.isBuffer(req.body);
     this.deadline = Date.now() + req.timeoutMs;
-    this.done = new Promise((r) => (this.resolve = r));
     // One abort hook for all attempts (uWS keeps a single onAborted handler).
     res.onAborted(() => {
       if (this.waitTimer) {
@@ -361,9 +379,8 @@ class Forwarding {
     return this.req.idempotent && this.req.failover !== 'unreached';
   }
 
-  start(): Promise<ForwardOutcome> {
+  start(): void {
     this.next(this.req.timeoutMs);
-    return this.done;
   }
 
   /**
@@ -583,9 +600,13 @@ export class Upstream {
     }
   }
 
-  /** Sends the request to the candidates in order; settles when the client has its answer. */
-  forward(req: ForwardRequest, candidates: readonly Candidate[], res: ResponseWriter, decorate: ResponseDecorator): Promise<ForwardOutcome> {
-    return new Forwarding(this, req, candidates, res, decorate).start();
+  /**
+   * Sends the request to the candidates in order; `done` runs once the client
+   * has its answer (synchronously from the socket event that ended it, and it
+   * must not throw).
+   */
+  forward(req: ForwardRequest, candidates: readonly Candidate[], res: ResponseWriter, decorate: ResponseDecorator, done: (o: ForwardOutcome) => void): void {
+    new Forwarding(this, req, candidates, res, decorate, done).start();
   }
 
   /** @internal one attempt's dispatch */

@@ -1,39 +1,50 @@
 // The upstream leg: outbound headers, the attempts with failover, and the
 // headers the proxy adds to the relayed response.
-import { corsHeaders } from '../../api/respond.ts';
+import { corsHeaders, pushCorsFields } from '../../api/respond.ts';
 import type { HeaderList, IncomingRequest } from '../../http/types.ts';
 import { outboundHeaders } from '../control.ts';
 import type { Exchange } from '../exchange.ts';
 import type { Stage } from '../chain.ts';
 import type { Candidate, ForwardOutcome, RetryPolicy, Upstream } from '../upstream.ts';
 
-export function proxyHeaders(out: HeaderList, target: Candidate, retries: number, hideId: boolean): void {
-  out.push(['x-utilmeta-proxy-destination-base-url', target.baseUrl]);
-  if (retries > 0) out.push(['x-utilmeta-proxy-retries', String(retries)]);
-  if (!hideId && target.remoteId) out.push(['x-utilmeta-proxy-destination-instance-id', target.remoteId]);
+/** The destination headers, appended to a flat [name, value, ...] list. */
+export function proxyFields(out: string[], target: Candidate, retries: number, hideId: boolean): void {
+  out.push('x-utilmeta-proxy-destination-base-url', target.baseUrl);
+  if (retries > 0) out.push('x-utilmeta-proxy-retries', String(retries));
+  if (!hideId && target.remoteId) out.push('x-utilmeta-proxy-destination-instance-id', target.remoteId);
 }
 
-/** Adds server-timing, the destination headers, the request id and CORS to an upstream response. */
-export function decorate(x: Exchange, req: IncomingRequest, out: HeaderList, target: Candidate, retries: number): void {
+/**
+ * Adds server-timing, the destination headers, the request id and CORS to an
+ * upstream response head, flat [name, value, ...].
+ */
+export function decorate(x: Exchange, req: IncomingRequest, out: string[], target: Candidate, retries: number): void {
   let upstreamTiming: string | undefined;
   let hasCors = false;
   let hasRequestId = false;
-  for (let i = out.length - 1; i >= 0; i--) {
-    const name = out[i][0];
+  for (let i = out.length - 2; i >= 0; i -= 2) {
+    const name = out[i];
     if (name === 'server-timing') {
-      upstreamTiming = upstreamTiming ? `${out[i][1]},${upstreamTiming}` : out[i][1];
-      out.splice(i, 1);
+      upstreamTiming = upstreamTiming ? `${out[i + 1]},${upstreamTiming}` : out[i + 1];
+      out.splice(i, 2);
     } else if (name === 'access-control-allow-origin') hasCors = true;
     else if (name === 'x-request-id') hasRequestId = true;
   }
   // Time spent in the proxy up to the upstream's response head.
   const dur = Math.round(performance.now() - x.started);
-  out.push(['server-timing', upstreamTiming ? `proxy;dur=${dur},${upstreamTiming}` : `proxy;dur=${dur}`]);
-  proxyHeaders(out, target, retries, x.hideInstanceId);
-  if (!hasRequestId) out.push(['x-request-id', x.requestId]);
-  for (const h of x.clientHeaders) out.push(h);
+  out.push('server-timing', upstreamTiming ? `proxy;dur=${dur},${upstreamTiming}` : `proxy;dur=${dur}`);
+  proxyFields(out, target, retries, x.hideInstanceId);
+  if (!hasRequestId) out.push('x-request-id', x.requestId);
+  for (const h of x.clientHeaders) out.push(h[0], h[1]);
   // An upstream that answers CORS itself is left alone.
-  if (!hasCors) for (const h of corsHeaders(req)) out.push(h);
+  if (!hasCors) pushCorsFields(req, out);
+}
+
+/** A flat [name, value, ...] list as pairs. */
+export function fieldPairs(fields: readonly string[]): HeaderList {
+  const out: HeaderList = [];
+  for (let i = 0; i < fields.length; i += 2) out.push([fields[i], fields[i + 1]]);
+  return out;
 }
 
 /** The headers the upstream gets (the same for HTTP and WebSocket exchanges). */
@@ -48,24 +59,36 @@ export function upstreamRequestHeaders(x: Exchange): string[] {
 export function sendUpstreamError(x: Exchange, o: ForwardOutcome): void {
   if (!o.error || x.res.aborted) return;
   const h: HeaderList = [['content-type', 'application/json'], ...corsHeaders(x.req), ['x-request-id', x.requestId]];
-  if (o.target) proxyHeaders(h, o.target, o.retries, x.hideInstanceId);
+  if (o.target) {
+    const f: string[] = [];
+    proxyFields(f, o.target, o.retries, x.hideInstanceId);
+    h.push(...fieldPairs(f));
+  }
   x.res.send(o.error.status, h, JSON.stringify({ error: o.error.message, state: `upstream_${o.error.kind}` }));
 }
 
 export function forward(upstream: Upstream, retryPolicy?: (serviceId: string | undefined) => RetryPolicy | undefined): Stage {
-  // Not async: one promise per request (the forwarding's), continued once.
-  return (x) => {
+  // Not async: one promise per request, settled from the forwarding's callback.
+  return (x) => new Promise<void>((resolve, reject) => {
     const req = x.req;
     const headers = upstreamRequestHeaders(x);
     const c = x.control;
-    return upstream.forward(
+    upstream.forward(
       { method: req.method, path: x.path, query: x.query ?? req.query, headers, body: x.body, idempotent: c.idempotent, timeoutMs: c.timeoutMs, failover: x.failover,
         retry: retryPolicy?.(x.service?.id) },
       x.candidates,
       x.res,
       (_status, out, target, retries) => decorate(x, req, out, target, retries),
-    ).then((o) => forwarded(x, o));
-  };
+      (o) => {
+        try {
+          forwarded(x, o);
+          resolve();
+        } catch (err) {
+          reject(err);
+        }
+      },
+    );
+  });
 }
 
 function forwarded(x: Exchange, o: ForwardOutcome): void {

@@ -95,6 +95,12 @@ class RecordingWriter implements ResponseWriter {
     this.rec.head(status, headers);
     this.inner.writeHead(status, headers, contentLength);
   }
+  relayHead(status: number, fields: string[], contentLength?: number): void {
+    const headers: HeaderList = [];
+    for (let i = 0; i < fields.length; i += 2) headers.push([fields[i], fields[i + 1]]);
+    this.rec.head(status, headers);
+    this.inner.relayHead(status, fields, contentLength);
+  }
   write(chunk: Buffer): boolean {
     this.rec.chunk(chunk);
     return this.inner.write(chunk);

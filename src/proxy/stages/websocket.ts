@@ -7,11 +7,11 @@
 // backpressure, and either side's close is relayed to the other.
 import WebSocket from 'ws';
 import type { IncomingMessage } from 'node:http';
-import type { HeaderList, ServerWebSocket } from '../../http/types.ts';
+import type { ServerWebSocket } from '../../http/types.ts';
 import type { WebSocketSummary } from '../exchange.ts';
 import type { Stage } from '../chain.ts';
-import { HOP_BY_HOP, UpstreamError, classify, isRetryStatus, type Candidate, type ForwardOutcome, type RetryPolicy, type Upstream } from '../upstream.ts';
-import { decorate, sendUpstreamError, upstreamRequestHeaders } from './forward.ts';
+import { isHopByHop, UpstreamError, classify, isRetryStatus, type Candidate, type ForwardOutcome, type RetryPolicy, type Upstream } from '../upstream.ts';
+import { decorate, fieldPairs, sendUpstreamError, upstreamRequestHeaders } from './forward.ts';
 import { DomainError } from '../../core/errors.ts';
 
 export interface WebSocketRelayOptions {
@@ -73,7 +73,7 @@ export class WebSocketSessions {
 
 type Connected =
   | { kind: 'open'; ws: WebSocket }
-  | { kind: 'response'; status: number; headers: HeaderList; body: Buffer }
+  | { kind: 'response'; status: number; headers: string[]; body: Buffer }
   | { kind: 'error'; error: UpstreamError };
 
 /** ws takes headers as an object: repeated inbound headers become arrays (node writes one line each). */
@@ -91,14 +91,14 @@ function headerObject(flat: string[]): Record<string, string | string[]> {
   return out;
 }
 
-/** Response headers worth relaying from a refusal (the listener sets framing itself). */
-function relayedHeaders(res: IncomingMessage): HeaderList {
-  const out: HeaderList = [];
+/** Response headers worth relaying from a refusal (the listener sets framing itself), flat [name, value, ...]. */
+function relayedHeaders(res: IncomingMessage): string[] {
+  const out: string[] = [];
   const raw = res.rawHeaders;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i].toLowerCase();
-    if (HOP_BY_HOP.has(name) || name === 'content-encoding' || name.startsWith('sec-websocket-')) continue;
-    out.push([name, raw[i + 1]]);
+    if (isHopByHop(name) || name === 'content-encoding' || name.startsWith('sec-websocket-')) continue;
+    out.push(name, raw[i + 1]);
   }
   return out;
 }
@@ -382,15 +382,15 @@ export function relayWebSocket(upstream: Upstream, sessions: WebSocketSessions, 
         }
         // The upstream would not upgrade: its answer goes to the client as HTTP.
         decorate(x, x.req, c.headers, target, retries);
-        x.res.send(c.status, c.headers, c.body);
+        x.res.send(c.status, fieldPairs(c.headers), c.body);
         x.outcome = { status: c.status, committed: true, retries, target, upstreamMs };
         return;
       }
       upstream.reportAttempt(target, 101, null);
       const relay = new Relay(c.ws, sessions);
-      const out: HeaderList = [];
+      const out: string[] = [];
       decorate(x, x.req, out, target, retries);
-      const client = x.res.acceptWebSocket({ protocol: c.ws.protocol || undefined, headers: out }, relay.handlers);
+      const client = x.res.acceptWebSocket({ protocol: c.ws.protocol || undefined, headers: fieldPairs(out) }, relay.handlers);
       if (!client) {
         relay.discard();
         x.outcome = { status: 499, committed: true, retries, target, error: new UpstreamError('client_aborted', 'client went away', target.baseUrl), upstreamMs };
