@@ -101,6 +101,14 @@ function makeHandler(state: ServerState): Handler {
       }
       case '/cookies':
         return res.send(200, [['set-cookie', 'a=1; Path=/'], ['x-one', '1'], ['set-cookie', 'b=2; HttpOnly'], ['set-cookie', 'c=3']], 'ok');
+      case '/relayed':
+        // As the proxy relays an upstream head: flat, checked fields, a listener-owned date among them.
+        res.relayHead(201, ['set-cookie', 'a=1', 'date', 'Thu, 01 Jan 1970 00:00:00 GMT', 'x-cafe', 'caf\u00e9 \u00ff', 'set-cookie', 'b=2'], 5);
+        res.write(Buffer.from('relay'));
+        return res.end();
+      case '/relayed-empty':
+        res.relayHead(204, [], 9);
+        return res.end();
       case '/status/204':
         res.writeHead(204, [['x-a', '1']], 42);
         return res.end();
@@ -402,6 +410,25 @@ for (const kind of ['uws', 'node'] as const) {
       const r = await client.request({ path: '/cookies', method: 'GET' });
       assert.deepEqual(r.headers['set-cookie'], ['a=1; Path=/', 'b=2; HttpOnly', 'c=3']);
       await r.body.text();
+    });
+
+    it('writes a relayed head field by field, in order, with its own date and the given length', T, async () => {
+      const req = 'GET /relayed HTTP/1.1\r\nHost: h\r\n\r\nGET /relayed-empty HTTP/1.1\r\nHost: h\r\n\r\nGET /hello HTTP/1.1\r\nHost: h\r\n\r\n';
+      const { responses } = await rawExchange('127.0.0.1', l.port, req, { count: 3 });
+      const [a, b, c] = responses;
+      assert.equal(a.status, 201);
+      const own = a.headers.filter(([k]) => k !== 'date' && k !== 'content-length' && k !== 'uwebsockets' && k !== 'connection' && k !== 'keep-alive');
+      // The listener encodes values as it does any other (UTF-8 on uWS, latin1 on node:http); read back as one char per byte here.
+      const value = kind === 'uws' ? Buffer.from('caf\u00e9 \u00ff', 'utf8').toString('latin1') : 'caf\u00e9 \u00ff';
+      assert.deepEqual(own, [['set-cookie', 'a=1'], ['x-cafe', value], ['set-cookie', 'b=2']]);
+      const dates = a.headers.filter(([k]) => k === 'date');
+      assert.equal(dates.length, 1, 'one date, the listener\'s');
+      assert.notEqual(dates[0][1], 'Thu, 01 Jan 1970 00:00:00 GMT');
+      assert.equal(a.headers.find(([k]) => k === 'content-length')?.[1], '5');
+      assert.equal(a.body.toString(), 'relay');
+      assert.equal(b.status, 204);
+      assert.equal(b.headers.find(([k]) => k === 'content-length'), undefined, 'no length on a 204');
+      assert.equal(c.body.toString(), 'hello', 'the connection is still in step');
     });
 
     it('answers HEAD with the reported content-length and no body', T, async () => {
