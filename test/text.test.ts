@@ -1,7 +1,8 @@
-// leadingWords must split exactly like s.trim().split(/\s+/) (credential headers depend on it).
+// leadingWords must split exactly like s.trim().split(/\s+/) (credential headers depend on it); statusOf must read status lines exactly like its regular expression.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { leadingWords } from '../src/core/text.ts';
+import { statusOf } from '../src/h1/index.ts';
 
 function reference(s: string): { count: number; first: string; second: string } {
   const parts = s.trim().split(/\s+/);
@@ -24,4 +25,46 @@ test('leadingWords: random strings over letters and every white-space kind agree
     for (let j = 0; j < len; j++) s += alphabet[rnd(alphabet.length)];
     assert.deepEqual(leadingWords(s), reference(s), JSON.stringify(s));
   }
+});
+
+// statusOf reads the h1 client's status lines by hand; it must accept exactly what this expression accepts.
+const STATUS_LINE = /^HTTP\/1\.([01]) ([1-9]\d\d)(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?$/;
+function statusReference(line: string): number {
+  const m = STATUS_LINE.exec(line);
+  return m ? Number(m[2]) : -1;
+}
+
+test('statusOf: fixed cases', () => {
+  for (const s of ['HTTP/1.1 200 OK', 'HTTP/1.0 404 Not Found', 'HTTP/1.1 200', 'HTTP/1.1 200 ', 'HTTP/1.1 099 x', 'HTTP/1.2 200 OK', 'HTTP/1.1  200 OK', 'HTTP/1.1 20 OK', 'HTTP/1.1 2000 OK',
+    'HTTP/1.1 200\tOK', 'HTTP/1.1 200 O\tK', 'HTTP/1.1 200 O\x7fK', 'HTTP/1.1 200 caf\u00e9', 'http/1.1 200 OK', 'HTTP/1.1 999 x', 'HTTP/1.1 100 Continue', '', 'HTTP/1.1']) {
+    assert.equal(statusOf(s), statusReference(s), JSON.stringify(s));
+  }
+});
+
+test('statusOf: random lines near the grammar agree with the regular expression', () => {
+  // xorshift32: the low bits of a power-of-two LCG repeat too soon for picks this small.
+  let seed = 0x2545f491;
+  const rnd = (n: number) => {
+    seed ^= seed << 13;
+    seed ^= seed >>> 17;
+    seed ^= seed << 5;
+    return (seed >>> 0) % n;
+  };
+  const pick = <T>(xs: readonly T[]) => xs[rnd(xs.length)];
+  const reasonChars = ['O', 'K', ' ', '\t', 'x', '\u00e9', '\u00ff', '\x00', '\x08', '\x0a', '\x0d', '\x1f', '\x7f', '-'];
+  let accepted = 0;
+  for (let i = 0; i < 20000; i++) {
+    let s = pick(['HTTP/1.', 'HTTP/1.', 'HTTP/1.', 'HTTP/2.', 'http/1.', 'HTTP/1', '']) + pick(['1', '0', '1', '2', '']) + pick([' ', ' ', ' ', '  ', '\t', '']);
+    const digits = 2 + rnd(3);
+    for (let j = 0; j < digits; j++) s += pick(['0', '1', '2', '4', '5', '9', '9', 'x']);
+    if (rnd(3) > 0) {
+      s += pick([' ', ' ', ' ', '\t', '']);
+      const len = rnd(6);
+      for (let j = 0; j < len; j++) s += pick(reasonChars);
+    }
+    const got = statusOf(s);
+    assert.equal(got, statusReference(s), JSON.stringify(s));
+    if (got >= 0) accepted++;
+  }
+  assert.ok(accepted > 100, `the generator should produce valid lines too (${accepted})`);
 });

@@ -49,7 +49,33 @@ const enum State {
 
 const CRLF2 = Buffer.from('\r\n\r\n');
 const CRLF = Buffer.from('\r\n');
-const STATUS_LINE = /^HTTP\/1\.([01]) ([1-9]\d\d)(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?$/;
+/** The last Keep-Alive value read and its timeout hint (ms). */
+let lastKeepAlive = '';
+let lastHint: number | undefined;
+
+/**
+ * The status of `HTTP/1.(0|1) [1-9]dd[ reason]`, the reason free of controls
+ * other than HTAB; -1 when the line is not one. By hand: a regular expression
+ * with captures allocates its match on every response.
+ */
+export function statusOf(line: string): number {
+  const n = line.length;
+  if (n < 12 || !line.startsWith('HTTP/1.')) return -1;
+  const minor = line.charCodeAt(7);
+  if ((minor !== 48 && minor !== 49) || line.charCodeAt(8) !== 32) return -1;
+  const a = line.charCodeAt(9) - 48;
+  const b = line.charCodeAt(10) - 48;
+  const c = line.charCodeAt(11) - 48;
+  if (a < 1 || a > 9 || b < 0 || b > 9 || c < 0 || c > 9) return -1;
+  if (n > 12) {
+    if (line.charCodeAt(12) !== 32) return -1;
+    for (let i = 13; i < n; i++) {
+      const x = line.charCodeAt(i);
+      if ((x < 32 && x !== 9) || x === 127) return -1;
+    }
+  }
+  return a * 100 + b * 10 + c;
+}
 const MAX_CHUNK_LINE = 4096;
 const DIGITS = /^\d{1,15}$/;
 /**
@@ -187,10 +213,9 @@ export class ResponseParser {
     // Lines by position, not split(): no array of line strings per response.
     const eol = text.indexOf('\r\n');
     const statusLine = eol < 0 ? text : text.slice(0, eol);
-    const m = STATUS_LINE.exec(statusLine);
-    if (!m) throw new H1ParseError('HPE_INVALID_STATUS', `invalid status line ${JSON.stringify(statusLine.slice(0, 80))}`);
-    const minor = m[1];
-    const status = Number(m[2]);
+    const status = statusOf(statusLine);
+    if (status < 0) throw new H1ParseError('HPE_INVALID_STATUS', `invalid status line ${JSON.stringify(statusLine.slice(0, 80))}`);
+    const minor = statusLine.charCodeAt(7) === 49 ? '1' : '0';
     const headers: string[] = [];
     const framing = scanFields(text, eol < 0 ? text.length : eol + 2, headers);
     if (status < 200) {
@@ -215,10 +240,15 @@ export class ResponseParser {
       if (minor === '0') throw new H1ParseError('HPE_INVALID_TRANSFER_ENCODING', 'Transfer-Encoding in an HTTP/1.0 response');
     }
     let hint: number | undefined;
-    const ka = framing.keepAlive?.toLowerCase();
+    const ka = framing.keepAlive;
     if (ka) {
-      const t = /(?:^|[,;\s])timeout\s*=\s*(\d+)/.exec(ka);
-      if (t) hint = Number(t[1]) * 1000;
+      // An upstream sends the same Keep-Alive value on every response: read it once.
+      if (ka !== lastKeepAlive) {
+        const t = /(?:^|[,;\s])timeout\s*=\s*(\d+)/.exec(ka.toLowerCase());
+        lastKeepAlive = ka;
+        lastHint = t ? Number(t[1]) * 1000 : undefined;
+      }
+      hint = lastHint;
     }
     const bodyless = this.isHead || status === 204 || status === 304;
     if (bodyless) this.state = State.Done;
@@ -231,7 +261,7 @@ export class ResponseParser {
       keepAlive = false;
     }
     this.keepAlive = keepAlive;
-    this.events.onHead({ status, statusText: m[3] ?? '', headers, keepAlive, keepAliveHintMs: hint });
+    this.events.onHead({ status, statusText: statusLine.length > 13 ? statusLine.slice(13) : '', headers, keepAlive, keepAliveHintMs: hint });
     if (this.state === State.Done) this.events.onComplete(null);
     return r.next;
   }
@@ -351,6 +381,8 @@ function trimOws(line: string, from: number, to: number): string {
 
 function hasToken(list: string | undefined, token: string): boolean {
   if (!list) return false;
+  if (list === token) return true;
+  if (list.indexOf(',') < 0) return list.trim() === token;
   for (const t of list.split(',')) if (t.trim() === token) return true;
   return false;
 }
