@@ -102,6 +102,8 @@ export function uwsAvailable(): boolean {
 const EMPTY = Buffer.alloc(0);
 /** In chunked mode uWS buffers whatever it cannot send; after backpressure we first write this much to learn whether it drained. */
 const PROBE = 1024;
+/** A known-length body up to this size that is in hand whole goes out with end(), not tryEnd(). */
+const WHOLE_BODY_MAX = 64 * 1024;
 const NO_HEADERS: HeaderList = [];
 const NON_ASCII = /[^\u0000-\u007f]/;
 /** This build lower-cases the method; a switch, since an object lookup would intern the fresh string first. */
@@ -357,6 +359,14 @@ class UwsResponse implements ResponseWriter, ClientConnection {
     }
     const pending = this.pending;
     if (this.total >= 0) {
+      // A whole small body in one piece (most relayed answers): end() sends it with
+      // the head and returns no [ok, done] pair to allocate; uWS keeps what the
+      // socket refuses, which is bounded here.
+      if (pending.length === 1 && pending[0].length === this.total && this.total <= WHOLE_BODY_MAX && !this.writableHooked) {
+        res.end(pending[0]);
+        this.finish();
+        return true;
+      }
       while (pending.length > 0) {
         const c = pending[0];
         const skip = res.getWriteOffset() - this.uwsOffset; // taken on an earlier partial attempt
