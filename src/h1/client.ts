@@ -66,10 +66,60 @@ export interface H1Options {
   connect?: H1Connector;
 }
 
+/** Bytes per read of a direct-read socket. */
+const READ_SIZE = 64 * 1024;
+/** A body chunk at least this long is handed out as it was read (and the read buffer replaced) rather than copied. */
+const LEND_MIN = 8 * 1024;
+/** The connection a direct-read socket delivers to, and the socket's read buffer. */
+const READER = Symbol('h1.reader');
+const READS = Symbol('h1.reads');
+
+interface DirectReader {
+  onRead(bytes: Buffer): void;
+}
+
+/**
+ * A socket whose reads go straight into a buffer of its own and to its Conn
+ * (net's `onread`), instead of through the readable stream: per read, no
+ * buffer allocated, no 'data' event and no next-tick read-ahead. The buffer is
+ * reused, so a chunk that must outlive the read is copied, or for a large one,
+ * handed out and the buffer replaced (`lend`).
+ */
+class ReadBuffer {
+  buf = Buffer.allocUnsafeSlow(READ_SIZE);
+  private lent = false;
+  /** The buffer for the next read (net asks after every read). */
+  readonly next = (): Buffer => {
+    if (this.lent) {
+      this.lent = false;
+      this.buf = Buffer.allocUnsafeSlow(READ_SIZE);
+    }
+    return this.buf;
+  };
+  /** `chunk`, a view of this read, made safe to keep after it. */
+  keep(chunk: Buffer): Buffer {
+    if (chunk.length < LEND_MIN) return Buffer.from(chunk);
+    this.lent = true;
+    return chunk;
+  }
+}
+
+function deliverRead(this: net.Socket & { [READER]?: DirectReader }, nread: number, buf: Buffer): void {
+  this[READER]?.onRead(buf.subarray(0, nread));
+}
+
+/** net.connect with direct reads (see ReadBuffer); give the socket to a Conn as any other. */
+export function directReadSocket(opts: net.TcpNetConnectOpts): net.Socket {
+  const reads = new ReadBuffer();
+  const socket = net.connect({ ...opts, onread: { buffer: reads.next, callback: deliverRead as (n: number, b: Buffer) => boolean } });
+  (socket as net.Socket & { [READS]?: ReadBuffer })[READS] = reads;
+  return socket;
+}
+
 /** The default connector: a plain TCP connect bounded by the connect timeout. */
 export function tcpConnector(timeoutMs: number): H1Connector {
   return (t, cb) => {
-    const socket = net.connect({ host: t.host, port: t.port, noDelay: true });
+    const socket = directReadSocket({ host: t.host, port: t.port, noDelay: true, keepAlive: true, keepAliveInitialDelay: 60_000 });
     const timer = setTimeout(() => {
       socket.removeListener('error', onError);
       socket.destroy();
@@ -146,7 +196,7 @@ class H1Exchange implements H1Controller {
 }
 
 /** One connection: at most one exchange at a time (no pipelining). */
-class Conn {
+class Conn implements DirectReader {
   /** Null until the connector delivers it. */
   socket: net.Socket | null = null;
   readonly parser: ResponseParser;
@@ -168,6 +218,8 @@ class Conn {
   private deadline = 0;
   private timer: NodeJS.Timeout | null = null;
   private timerAt = 0;
+  /** Set for a direct-read socket: body chunks are views of its reused buffer. */
+  private reads: ReadBuffer | null = null;
 
   constructor(readonly pool: OriginPool) {
     this.idleMs = pool.opts.keepAliveMs;
@@ -176,7 +228,7 @@ class Conn {
         onHead: (h) => this.onHead(h),
         onBody: (chunk) => {
           const x = this.exchange;
-          if (x && !x.settled) x.handler.onResponseData?.(x, chunk);
+          if (x && !x.settled) x.handler.onResponseData?.(x, this.reads === null ? chunk : this.reads.keep(chunk));
         },
         onComplete: (t) => (this.trailers = t),
       },
@@ -205,7 +257,13 @@ class Conn {
     }
     this.socket = socket;
     this.connected = true;
-    socket.on('data', (d: Buffer) => this.onData(d));
+    const direct = socket as net.Socket & { [READS]?: ReadBuffer; [READER]?: DirectReader };
+    if (direct[READS]) {
+      this.reads = direct[READS];
+      direct[READER] = this;
+    } else {
+      socket.on('data', (d: Buffer) => this.onData(d));
+    }
     socket.on('end', () => this.onEnd());
     socket.on('error', (e) => this.onClosed(e));
     socket.on('close', () => this.onClosed(null));
@@ -258,6 +316,10 @@ class Conn {
     if (!x || x.settled) return;
     x.responded = true;
     x.handler.onResponseStart?.(x, h.status, h.headers, h.statusText);
+  }
+
+  onRead(d: Buffer): void {
+    this.onData(d);
   }
 
   private onData(d: Buffer): void {

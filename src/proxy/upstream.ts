@@ -4,7 +4,7 @@
 // listener's writer, and backpressure pauses the upstream socket.
 import type { Socket } from 'node:net';
 import { Agent, buildConnector, type Dispatcher } from 'undici';
-import { H1Agent } from '../h1/index.ts';
+import { H1Agent, tcpConnector, type H1Connector } from '../h1/index.ts';
 import { decideRetry, parseRetryAfter } from '../health/index.ts';
 import { BodyTooLargeError, type ResponseWriter } from '../http/types.ts';
 
@@ -177,7 +177,10 @@ interface SplitUrl {
   h1: { host: string; port: number; hostHeader: string } | null;
 }
 
-interface PendingConnect { o: buildConnector.Options; cb: buildConnector.Callback }
+/** `h1`: a connection for the h1 client, opened with its own connector (direct reads). */
+type ConnectOptions = buildConnector.Options & { h1?: true };
+
+interface PendingConnect { o: ConnectOptions; cb: buildConnector.Callback }
 
 /** Sets an until-map entry; origins come and go with instances, so expired entries are swept now and then. */
 function mark(m: Map<string, number>, key: string, forMs: number): void {
@@ -467,10 +470,11 @@ export class Upstream {
 
   constructor(opts: { connections: number; keepAliveMs: number; connectTimeoutMs: number; client?: 'h1' | 'undici' }) {
     this.connector = buildConnector({ timeout: opts.connectTimeoutMs });
+    this.h1Connector = tcpConnector(opts.connectTimeoutMs);
     // Both clients open connections through the same gate (connect below).
     this.h1 = opts.client === 'undici' ? null : new H1Agent({
       connections: opts.connections, keepAliveMs: opts.keepAliveMs, connectTimeoutMs: opts.connectTimeoutMs,
-      connect: (t, cb) => this.connect(t.origin, { hostname: t.host, host: t.origin.slice('http://'.length), protocol: 'http:', port: String(t.port) } as buildConnector.Options,
+      connect: (t, cb) => this.connect(t.origin, { hostname: t.host, host: t.origin.slice('http://'.length), protocol: 'http:', port: String(t.port), h1: true } as ConnectOptions,
         ((err: Error | null, socket: Socket | null) => cb(err, socket)) as buildConnector.Callback),
     });
     this.agent = new Agent({
@@ -483,6 +487,7 @@ export class Upstream {
   }
 
   private readonly connector: buildConnector.connector;
+  private readonly h1Connector: H1Connector;
   /** Origins with a connect in progress, and the connects waiting for its result. */
   private readonly connecting = new Map<string, PendingConnect[]>();
   /** Origins that just reset or cut a connection, until when (epoch ms): their connects go one at a time. */
@@ -499,7 +504,7 @@ export class Upstream {
    * one failed connect, not one each, and fail over. The cost is one connect's
    * time for connections that open together in a burst.
    */
-  private connect(origin: string, o: buildConnector.Options, cb: buildConnector.Callback): void {
+  private connect(origin: string, o: ConnectOptions, cb: buildConnector.Callback): void {
     if (this.isGone(origin)) {
       // Asynchronously, as a real connect would answer.
       process.nextTick(cb, Object.assign(new Error(`${origin} just proved gone`), { code: 'UTM_ORIGIN_GONE' }), null);
@@ -510,7 +515,7 @@ export class Upstream {
     else this.lead(origin, o, cb, []);
   }
 
-  private lead(origin: string, o: buildConnector.Options, cb: buildConnector.Callback, waiters: PendingConnect[]): void {
+  private lead(origin: string, o: ConnectOptions, cb: buildConnector.Callback, waiters: PendingConnect[]): void {
     this.connecting.set(origin, waiters);
     this.open(origin, o, (err, socket) => {
       const w = this.connecting.get(origin) ?? waiters;
@@ -523,8 +528,8 @@ export class Upstream {
     });
   }
 
-  private open(origin: string, o: buildConnector.Options, cb: buildConnector.Callback): void {
-    this.connector(o, (err, socket) => {
+  private open(origin: string, o: ConnectOptions, cb: buildConnector.Callback): void {
+    const opened = (err: Error | null, socket: Socket | null): void => {
       if (err) {
         // Failed while connecting: the request was never written.
         (err as Error & { duringConnect?: boolean }).duringConnect = true;
@@ -542,7 +547,9 @@ export class Upstream {
         });
       }
       cb(err, socket as never);
-    });
+    };
+    if (o.h1) this.h1Connector({ host: o.hostname, port: Number(o.port), origin }, opened);
+    else this.connector(o, opened as buildConnector.Callback);
   }
 
   private isGone(origin: string): boolean {
