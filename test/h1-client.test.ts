@@ -160,9 +160,9 @@ describe('h1 client: requests on the wire', () => {
 });
 
 describe('h1 client: framing', () => {
-  test('body chunks kept by the handler stay intact after later reads (reads reuse one buffer)', async () => {
-    // Pieces both below and above the size at which a chunk is lent rather than
-    // copied, each read separately (the server pauses between them).
+  test('body chunks kept by the handler stay intact after later reads on any connection (reads share one buffer)', async () => {
+    // Small and large pieces, each read separately (the server pauses between
+    // them), on three connections at once so their reads interleave.
     const sizes = [100, 20_000, 3_000, 40_000, 9_000, 500, 64 * 1024, 7];
     const body = Buffer.concat(sizes.map((n, i) => Buffer.alloc(n, 65 + i)));
     const head = `HTTP/1.1 200 OK\r\ncontent-length: ${body.length}\r\n\r\n`;
@@ -174,20 +174,24 @@ describe('h1 client: framing', () => {
     }
     const s = await server(() => ({ pieces }));
     const a = agent();
-    for (let round = 0; round < 2; round++) {
+    const one = () => {
       const kept: Buffer[] = [];
-      const got = await new Promise<Buffer>((resolve, reject) => {
+      return new Promise<Buffer[]>((resolve, reject) => {
         a.dispatch({ host: '127.0.0.1', port: s.port, hostHeader: `127.0.0.1:${s.port}`, method: 'GET', path: '/x', headers: [], body: null, timeoutMs: 5000 }, {
           onResponseData: (_c, chunk) => kept.push(chunk), // kept as handed out, not copied
-          onResponseEnd: () => resolve(Buffer.concat(kept)),
+          onResponseEnd: () => resolve(kept),
           onResponseError: (_c, err) => reject(err),
         });
       });
-      assert.ok(kept.length >= 4, `several reads (${kept.length})`);
-      assert.equal(got.length, body.length);
-      let bad = 0;
-      while (bad < got.length && got[bad] === body[bad]) bad++;
-      assert.ok(got.equals(body), `every kept chunk still holds its bytes (first difference at ${bad}, chunks ${kept.map((k) => k.length).join(',')})`);
+    };
+    for (let round = 0; round < 2; round++) {
+      for (const kept of await Promise.all([one(), one(), one()])) {
+        const got = Buffer.concat(kept);
+        assert.ok(kept.length >= 4, `several reads (${kept.length})`);
+        let bad = 0;
+        while (bad < got.length && got[bad] === body[bad]) bad++;
+        assert.ok(got.equals(body), `every kept chunk still holds its bytes (first difference at ${bad}, chunks ${kept.map((k) => k.length).join(',')})`);
+      }
     }
   });
 

@@ -66,53 +66,33 @@ export interface H1Options {
   connect?: H1Connector;
 }
 
-/** Bytes per read of a direct-read socket. */
-const READ_SIZE = 64 * 1024;
-/** A body chunk at least this long is handed out as it was read (and the read buffer replaced) rather than copied. */
-const LEND_MIN = 8 * 1024;
-/** The connection a direct-read socket delivers to, and the socket's read buffer. */
+/**
+ * Every direct-read socket of this thread reads into this one buffer. Reads run
+ * one at a time on the event loop and each is consumed before the next (a body
+ * chunk the handler may keep is copied), so it can be shared: no memory per
+ * connection, however many upstream connections stay open.
+ */
+const SHARED_READ = Buffer.allocUnsafeSlow(64 * 1024);
+/** The connection a direct-read socket delivers to. */
 const READER = Symbol('h1.reader');
-const READS = Symbol('h1.reads');
 
 interface DirectReader {
   onRead(bytes: Buffer): void;
-}
-
-/**
- * A socket whose reads go straight into a buffer of its own and to its Conn
- * (net's `onread`), instead of through the readable stream: per read, no
- * buffer allocated, no 'data' event and no next-tick read-ahead. The buffer is
- * reused, so a chunk that must outlive the read is copied, or for a large one,
- * handed out and the buffer replaced (`lend`).
- */
-class ReadBuffer {
-  buf = Buffer.allocUnsafeSlow(READ_SIZE);
-  private lent = false;
-  /** The buffer for the next read (net asks after every read). */
-  readonly next = (): Buffer => {
-    if (this.lent) {
-      this.lent = false;
-      this.buf = Buffer.allocUnsafeSlow(READ_SIZE);
-    }
-    return this.buf;
-  };
-  /** `chunk`, a view of this read, made safe to keep after it. */
-  keep(chunk: Buffer): Buffer {
-    if (chunk.length < LEND_MIN) return Buffer.from(chunk);
-    this.lent = true;
-    return chunk;
-  }
 }
 
 function deliverRead(this: net.Socket & { [READER]?: DirectReader }, nread: number, buf: Buffer): void {
   this[READER]?.onRead(buf.subarray(0, nread));
 }
 
-/** net.connect with direct reads (see ReadBuffer); give the socket to a Conn as any other. */
+/**
+ * net.connect with direct reads: the socket's reads go straight into the shared
+ * buffer and to its Conn (net's `onread`) instead of through the readable
+ * stream, so a read allocates no buffer, emits no 'data' and schedules no
+ * next-tick read-ahead. Give the socket to a Conn as any other.
+ */
 export function directReadSocket(opts: net.TcpNetConnectOpts): net.Socket {
-  const reads = new ReadBuffer();
-  const socket = net.connect({ ...opts, onread: { buffer: reads.next, callback: deliverRead as (n: number, b: Buffer) => boolean } });
-  (socket as net.Socket & { [READS]?: ReadBuffer })[READS] = reads;
+  const socket = net.connect({ ...opts, onread: { buffer: SHARED_READ, callback: deliverRead as (n: number, b: Buffer) => boolean } });
+  (socket as net.Socket & { [READER]?: DirectReader | null })[READER] = null;
   return socket;
 }
 
@@ -218,8 +198,8 @@ class Conn implements DirectReader {
   private deadline = 0;
   private timer: NodeJS.Timeout | null = null;
   private timerAt = 0;
-  /** Set for a direct-read socket: body chunks are views of its reused buffer. */
-  private reads: ReadBuffer | null = null;
+  /** A direct-read socket: body chunks are views of the shared read buffer. */
+  private direct = false;
 
   constructor(readonly pool: OriginPool) {
     this.idleMs = pool.opts.keepAliveMs;
@@ -228,7 +208,7 @@ class Conn implements DirectReader {
         onHead: (h) => this.onHead(h),
         onBody: (chunk) => {
           const x = this.exchange;
-          if (x && !x.settled) x.handler.onResponseData?.(x, this.reads === null ? chunk : this.reads.keep(chunk));
+          if (x && !x.settled) x.handler.onResponseData?.(x, this.direct ? Buffer.from(chunk) : chunk);
         },
         onComplete: (t) => (this.trailers = t),
       },
@@ -257,9 +237,9 @@ class Conn implements DirectReader {
     }
     this.socket = socket;
     this.connected = true;
-    const direct = socket as net.Socket & { [READS]?: ReadBuffer; [READER]?: DirectReader };
-    if (direct[READS]) {
-      this.reads = direct[READS];
+    const direct = socket as net.Socket & { [READER]?: DirectReader | null };
+    if (direct[READER] === null) {
+      this.direct = true;
       direct[READER] = this;
     } else {
       socket.on('data', (d: Buffer) => this.onData(d));
