@@ -1,6 +1,6 @@
 // Response helpers shared by the routes and the proxy chain: HTTP errors, JSON
 // bodies, CORS.
-import type { HeaderList, IncomingRequest, ResponseWriter } from '../http/types.ts';
+import { fieldPairs, type HeaderList, type IncomingRequest, type ResponseWriter } from '../http/types.ts';
 
 /** An error that becomes a JSON response: {"error": message[, "state": state]}. */
 export class HttpError extends Error {
@@ -74,17 +74,12 @@ export function wellFormedOrigin(origin: string | undefined): string | undefined
  * read, without credentials.
  */
 export function corsHeaders(req: IncomingRequest): HeaderList {
-  const origin = wellFormedOrigin(req.header('origin'));
-  if (origin === undefined) return [['access-control-allow-origin', '*'], ['access-control-expose-headers', EXPOSED_HEADERS]];
-  return [
-    ['access-control-allow-origin', origin],
-    ['access-control-allow-credentials', 'true'],
-    ['access-control-expose-headers', EXPOSED_HEADERS],
-    ['vary', 'Origin'],
-  ];
+  const fields: string[] = [];
+  pushCorsFields(req, fields);
+  return fieldPairs(fields);
 }
 
-/** corsHeaders appended to a flat [name, value, ...] list (a relayed head), without building pairs. */
+/** The CORS headers appended to a flat [name, value, ...] list (a relayed head), without building pairs. */
 export function pushCorsFields(req: IncomingRequest, out: string[]): void {
   const origin = wellFormedOrigin(req.header('origin'));
   if (origin === undefined) out.push('access-control-allow-origin', '*', 'access-control-expose-headers', EXPOSED_HEADERS);

@@ -242,7 +242,7 @@ class Conn implements DirectReader {
       this.direct = true;
       direct[READER] = this;
     } else {
-      socket.on('data', (d: Buffer) => this.onData(d));
+      socket.on('data', (d: Buffer) => this.onRead(d));
     }
     socket.on('end', () => this.onEnd());
     socket.on('error', (e) => this.onClosed(e));
@@ -298,11 +298,8 @@ class Conn implements DirectReader {
     x.handler.onResponseStart?.(x, h.status, h.headers, h.statusText);
   }
 
+  /** Bytes from the socket, by either path (direct reads or 'data'). */
   onRead(d: Buffer): void {
-    this.onData(d);
-  }
-
-  private onData(d: Buffer): void {
     const x = this.exchange;
     if (!x) {
       // Bytes on an idle connection: the server is not speaking HTTP/1.1 as agreed.

@@ -4,5 +4,5 @@ export type {
   IncomingRequest, ResponseWriter, HeaderList, Handler, ListenOptions, Listener, ListenerKind,
   WebSocketHandshake, AcceptWebSocket, WebSocketHandlers, ServerWebSocket, WebSocketOptions,
 } from './types.ts';
-export { BodyTooLargeError, DEFAULT_WEBSOCKET_OPTIONS } from './types.ts';
+export { BodyTooLargeError, DEFAULT_WEBSOCKET_OPTIONS, fieldPairs } from './types.ts';
 export { listen, uwsAvailable } from './listen.ts';

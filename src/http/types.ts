@@ -126,6 +126,13 @@ export interface ServerWebSocket {
 
 export type HeaderList = Array<readonly [string, string]>;
 
+/** A flat [name, value, name, value, ...] list (as parsers and relayed heads carry headers) as a HeaderList. */
+export function fieldPairs(fields: readonly string[]): HeaderList {
+  const out: HeaderList = [];
+  for (let i = 0; i < fields.length; i += 2) out.push([fields[i], fields[i + 1]]);
+  return out;
+}
+
 /** The response side. All methods are no-ops once `aborted` is true. */
 export interface ResponseWriter {
   /** True once the client went away (or the response was ended). */

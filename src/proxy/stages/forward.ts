@@ -1,7 +1,7 @@
 // The upstream leg: outbound headers, the attempts with failover, and the
 // headers the proxy adds to the relayed response.
-import { corsHeaders, pushCorsFields } from '../../api/respond.ts';
-import type { HeaderList, IncomingRequest } from '../../http/types.ts';
+import { pushCorsFields } from '../../api/respond.ts';
+import { fieldPairs, type IncomingRequest } from '../../http/types.ts';
 import { outboundHeaders } from '../control.ts';
 import type { Exchange } from '../exchange.ts';
 import type { Stage } from '../chain.ts';
@@ -40,13 +40,6 @@ export function decorate(x: Exchange, req: IncomingRequest, out: string[], targe
   if (!hasCors) pushCorsFields(req, out);
 }
 
-/** A flat [name, value, ...] list as pairs. */
-export function fieldPairs(fields: readonly string[]): HeaderList {
-  const out: HeaderList = [];
-  for (let i = 0; i < fields.length; i += 2) out.push([fields[i], fields[i + 1]]);
-  return out;
-}
-
 /** The headers the upstream gets (the same for HTTP and WebSocket exchanges). */
 export function upstreamRequestHeaders(x: Exchange): string[] {
   const req = x.req;
@@ -58,13 +51,11 @@ export function upstreamRequestHeaders(x: Exchange): string[] {
 /** The proxy's own JSON error after the upstream attempts failed (nothing went to the client yet). */
 export function sendUpstreamError(x: Exchange, o: ForwardOutcome): void {
   if (!o.error || x.res.aborted) return;
-  const h: HeaderList = [['content-type', 'application/json'], ...corsHeaders(x.req), ['x-request-id', x.requestId]];
-  if (o.target) {
-    const f: string[] = [];
-    proxyFields(f, o.target, o.retries, x.hideInstanceId);
-    h.push(...fieldPairs(f));
-  }
-  x.res.send(o.error.status, h, JSON.stringify({ error: o.error.message, state: `upstream_${o.error.kind}` }));
+  const f = ['content-type', 'application/json'];
+  pushCorsFields(x.req, f);
+  f.push('x-request-id', x.requestId);
+  if (o.target) proxyFields(f, o.target, o.retries, x.hideInstanceId);
+  x.res.send(o.error.status, fieldPairs(f), JSON.stringify({ error: o.error.message, state: `upstream_${o.error.kind}` }));
 }
 
 export function forward(upstream: Upstream, retryPolicy?: (serviceId: string | undefined) => RetryPolicy | undefined): Stage {

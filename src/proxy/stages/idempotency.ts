@@ -9,7 +9,7 @@
 // - whatever the client got is stored, errors included (an attempt that
 //   reached an upstream may have had its effect), except when no attempt ever
 //   reached an upstream: then the key is released and the client may retry.
-import type { HeaderList, ResponseWriter } from '../../http/types.ts';
+import { fieldPairs, type HeaderList, type ResponseWriter } from '../../http/types.ts';
 import {
   ResponseRecorder, idempotencyError, parseIdempotencyKey, requestFingerprint, requiresIdempotencyCheck, type IdempotencyStore,
 } from '../../health/index.ts';
@@ -96,9 +96,7 @@ class RecordingWriter implements ResponseWriter {
     this.inner.writeHead(status, headers, contentLength);
   }
   relayHead(status: number, fields: string[], contentLength?: number): void {
-    const headers: HeaderList = [];
-    for (let i = 0; i < fields.length; i += 2) headers.push([fields[i], fields[i + 1]]);
-    this.rec.head(status, headers);
+    this.rec.head(status, fieldPairs(fields));
     this.inner.relayHead(status, fields, contentLength);
   }
   write(chunk: Buffer): boolean {

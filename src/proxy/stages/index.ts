@@ -4,7 +4,7 @@ export { authenticatePlatform, platformTarget } from './platform.ts';
 export { resolveByName, resolvePlatformService } from './resolve.ts';
 export { chooseInstances, requireCandidates } from './choose.ts';
 export { bodyPolicy } from './body.ts';
-export { forward, proxyFields, fieldPairs, decorate, upstreamRequestHeaders, sendUpstreamError } from './forward.ts';
+export { forward, proxyFields, decorate, upstreamRequestHeaders, sendUpstreamError } from './forward.ts';
 export { healthyInstances, type HealthFilter } from './health.ts';
 export { withIdempotency } from './idempotency.ts';
 export { relayWebSocket, WebSocketSessions, type WebSocketRelayOptions } from './websocket.ts';

@@ -7,11 +7,11 @@
 // backpressure, and either side's close is relayed to the other.
 import WebSocket from 'ws';
 import type { IncomingMessage } from 'node:http';
-import type { ServerWebSocket } from '../../http/types.ts';
+import { fieldPairs, type ServerWebSocket } from '../../http/types.ts';
 import type { WebSocketSummary } from '../exchange.ts';
 import type { Stage } from '../chain.ts';
 import { isHopByHop, UpstreamError, classify, isRetryStatus, type Candidate, type ForwardOutcome, type RetryPolicy, type Upstream } from '../upstream.ts';
-import { decorate, fieldPairs, sendUpstreamError, upstreamRequestHeaders } from './forward.ts';
+import { decorate, sendUpstreamError, upstreamRequestHeaders } from './forward.ts';
 import { DomainError } from '../../core/errors.ts';
 
 export interface WebSocketRelayOptions {
