@@ -1,7 +1,7 @@
-// leadingWords must split exactly like s.trim().split(/\s+/) (credential headers depend on it); statusOf must read status lines exactly like its regular expression.
+// leadingWords must split exactly like s.trim().split(/\s+/) (credential headers depend on it); statusOf must read status lines exactly like its regular expression; NameTable must answer exactly like a Map.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { leadingWords } from '../src/core/text.ts';
+import { leadingWords, NameTable, nameSet } from '../src/core/text.ts';
 import { statusOf } from '../src/h1/index.ts';
 
 function reference(s: string): { count: number; first: string; second: string } {
@@ -67,4 +67,21 @@ test('statusOf: random lines near the grammar agree with the regular expression'
     if (got >= 0) accepted++;
   }
   assert.ok(accepted > 100, `the generator should produce valid lines too (${accepted})`);
+});
+
+test('NameTable: answers like a Map for its names, near misses and fresh strings', () => {
+  const entries: Array<[string, number]> = [['te', 1], ['trailer', 2], ['upgrade', 3], ['connection', 4], ['keep-alive', 5], ['x-proxy-type', 6], ['x-utilmeta-proxy-type', 7]];
+  const table = new NameTable(entries);
+  const map = new Map(entries);
+  const set = nameSet(entries.map(([n]) => n));
+  // Same lengths, one character off, other case, prefixes and suffixes, and names built at run time (not the constants' objects).
+  const probes = ['', 't', 'tf', 'TE', 'trailers', 'trailex', 'upgrad', 'upgradee', 'Connection', 'connectioN', 'keep_alive', 'x-proxy-typ', 'x-proxy-typE', 'x-utilmeta-proxy-typf'];
+  for (const [n] of entries) probes.push(n, [...n].join(''), `${n}x`.slice(0, n.length), n.toUpperCase().toLowerCase());
+  let hits = 0;
+  for (const p of probes) {
+    assert.equal(table.get(p), map.get(p), JSON.stringify(p));
+    assert.equal(set.has(p), map.has(p), JSON.stringify(p));
+    if (map.has(p)) hits++;
+  }
+  assert.ok(hits >= entries.length * 3, 'the probes include every name in several spellings of the same text');
 });

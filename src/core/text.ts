@@ -65,3 +65,38 @@ export function leadingWords(s: string): { count: 1 | 2 | 3; first: string; seco
   while (m < n && !isJsSpace(s.charCodeAt(m))) m++;
   return { count: m === n ? 2 : 3, first, second: s.slice(k, m) };
 }
+
+/**
+ * A fixed set of lower-case header names, looked up by names that arrive fresh
+ * off the wire on every request. Candidates are kept by length and compared:
+ * a Map or Set would hash every fresh name before looking at it.
+ */
+export class NameTable<T> {
+  private readonly names: Array<string[] | undefined> = [];
+  private readonly values: Array<T[] | undefined> = [];
+
+  constructor(entries: ReadonlyArray<readonly [name: string, value: T]>) {
+    for (const [name, value] of entries) {
+      (this.names[name.length] ??= []).push(name);
+      (this.values[name.length] ??= []).push(value);
+    }
+  }
+
+  /** The value of `name` (spelt exactly as given), or undefined. */
+  get(name: string): T | undefined {
+    const list = this.names[name.length];
+    if (list === undefined) return undefined;
+    for (let i = 0; i < list.length; i++) if (list[i] === name) return this.values[name.length]![i];
+    return undefined;
+  }
+
+  has(name: string): boolean {
+    const list = this.names[name.length];
+    return list !== undefined && list.includes(name);
+  }
+}
+
+/** A NameTable used as a set. */
+export function nameSet(names: readonly string[]): NameTable<true> {
+  return new NameTable(names.map((n) => [n, true] as const));
+}

@@ -1,7 +1,7 @@
 // The proxy's control headers and the outbound header set.
 import type { IncomingRequest } from '../http/types.ts';
 import { invalid } from '../core/errors.ts';
-import { leadingWords } from '../core/text.ts';
+import { leadingWords, NameTable, nameSet } from '../core/text.ts';
 
 export type ProxyType = 'discovery' | 'supervisor' | 'operations' | 'forward';
 const TYPES: readonly ProxyType[] = ['discovery', 'supervisor', 'operations', 'forward'];
@@ -45,10 +45,7 @@ const SLOT_NAMES: ReadonlyArray<readonly [name: string, slot: number, rank: numb
   ['proxy-authorization', 8, 0], ['x-utilmeta-proxy-token', 8, 1], ['x-proxy-token', 8, 2],
 ];
 const SLOTS = 9;
-// Candidates by name length, compared char by char: header names are fresh
-// strings on every request, and any Map or object lookup hashes each one first.
-const BY_LENGTH: Array<Array<readonly [string, number, number]> | undefined> = [];
-for (const e of SLOT_NAMES) (BY_LENGTH[e[0].length] ??= []).push(e);
+const SLOT_TABLE = new NameTable(SLOT_NAMES.map(([name, slot, rank]) => [name, [slot, rank] as const] as const));
 
 /** One pass over the headers (instead of a scan per control header and alias). */
 function controlValues(req: IncomingRequest): Array<string | undefined> {
@@ -57,20 +54,15 @@ function controlValues(req: IncomingRequest): Array<string | undefined> {
   const h = req.headers;
   for (let i = 0; i < h.length; i++) {
     const pair = h[i];
-    // Every control header starts with x or p: the others are not hashed at all.
+    // Every control header starts with x or p: the others are not looked up at all.
     const name = pair[0];
     const c = name.charCodeAt(0);
     if (c !== 120 && c !== 112) continue;
-    const candidates = BY_LENGTH[name.length];
-    if (candidates === undefined || pair[1] === '') continue;
-    for (let j = 0; j < candidates.length; j++) {
-      const s = candidates[j];
-      if (s[0] !== name) continue;
-      if (s[2] < ranks[s[1]]) {
-        ranks[s[1]] = s[2];
-        values[s[1]] = pair[1];
-      }
-      break;
+    const e = SLOT_TABLE.get(name);
+    if (e === undefined || pair[1] === '') continue;
+    if (e[1] < ranks[e[0]]) {
+      ranks[e[0]] = e[1];
+      values[e[0]] = pair[1];
     }
   }
   return values;
@@ -131,14 +123,8 @@ const DROP_NAMES = [
   'trailers', 'transfer-encoding', 'upgrade', 'host', 'x-forwarded-for', 'x-real-ip', 'remote-addr', 'remote_addr',
   'x-proxy-token', 'x-proxy-type', 'expect',
 ];
-// By length, for the same reason as the control slots (no hashing of fresh names).
-const DROP_BY_LENGTH: Array<string[] | undefined> = [];
-for (const n of DROP_NAMES) (DROP_BY_LENGTH[n.length] ??= []).push(n);
-function dropped(name: string): boolean {
-  const list = DROP_BY_LENGTH[name.length];
-  return list !== undefined && list.includes(name);
-}
-const KEEP_UTILMETA = new Set(['x-utilmeta-log-options']);
+const DROPPED = nameSet(DROP_NAMES);
+const KEEP_UTILMETA = nameSet(['x-utilmeta-log-options']);
 
 /** A `umt_` user token is the proxy's credential, never meant for an upstream. */
 const UMT = /^\s*(?:Bearer\s+)?umt_/i;
@@ -156,7 +142,7 @@ export function outboundHeaders(req: IncomingRequest, keepContentLength: boolean
   // the upstream pick a different length than the one this node read.
   let lengthSent = !keepContentLength;
   for (const [name, value] of req.headers) {
-    if (dropped(name)) continue;
+    if (DROPPED.has(name)) continue;
     if (name.charCodeAt(0) === 120 /* x */ && name.startsWith('x-utilmeta-') && !KEEP_UTILMETA.has(name)) continue;
     if (name === 'content-length') {
       if (lengthSent) continue;

@@ -7,6 +7,7 @@ import { Agent, buildConnector, type Dispatcher } from 'undici';
 import { H1Agent, tcpConnector, type H1Connector } from '../h1/index.ts';
 import { decideRetry, parseRetryAfter } from '../health/index.ts';
 import { BodyTooLargeError, type ResponseWriter } from '../http/types.ts';
+import { nameSet } from '../core/text.ts';
 
 export interface Candidate {
   /** Base URL the path is joined onto (instance base_url / ops_api / supervisor URL). */
@@ -98,24 +99,14 @@ export function isRetryStatus(status: number): boolean {
   return RETRY_STATUSES.has(status);
 }
 
-/**
- * RFC 9110 hop-by-hop headers, never relayed (plus the length/encoding the
- * listener sets). By length first: response names are fresh strings, and a Set
- * would hash every one of them.
- */
+/** RFC 9110 hop-by-hop headers, never relayed (plus the length/encoding the listener sets). */
+const HOP_BY_HOP = nameSet([
+  'te', 'trailer', 'upgrade', 'trailers', 'connection', 'keep-alive', 'content-length', 'proxy-connection', 'transfer-encoding',
+  'proxy-authenticate', 'proxy-authorization',
+]);
+
 export function isHopByHop(name: string): boolean {
-  switch (name.length) {
-    case 2: return name === 'te';
-    case 7: return name === 'trailer' || name === 'upgrade';
-    case 8: return name === 'trailers';
-    case 10: return name === 'connection' || name === 'keep-alive';
-    case 14: return name === 'content-length';
-    case 16: return name === 'proxy-connection';
-    case 17: return name === 'transfer-encoding';
-    case 18: return name === 'proxy-authenticate';
-    case 19: return name === 'proxy-authorization';
-    default: return false;
-  }
+  return HOP_BY_HOP.has(name);
 }
 
 export function classify(err: unknown, baseUrl: string, timeoutMs: number): UpstreamError {
