@@ -151,10 +151,12 @@ describe('h1 client: requests on the wire', () => {
     assert.equal(s.requests[0], `POST /x HTTP/1.1\r\nhost: 127.0.0.1:${s.port}\r\nx-a: 1\r\ncontent-length: 3\r\n\r\nabc`);
   });
 
-  test('a header value with CR or LF is refused before anything is sent', async () => {
+  test('a header value with CR, LF or NUL is refused before anything is sent', async () => {
     const s = await server(() => ({ pieces: [ok('x')] }));
-    const r = await collect(agent(), { port: s.port, headers: ['x-evil', 'a\r\nx-injected: 1'] });
-    assert.equal(r.error?.code, 'UND_ERR_INVALID_ARG');
+    for (const value of ['a\r\nx-injected: 1', 'a\rb', 'a\nb', 'a\u0000b', `${'t'.repeat(700)}\n`]) {
+      const r = await collect(agent(), { port: s.port, headers: ['x-ok', '1', 'x-evil', value] });
+      assert.equal(r.error?.code, 'UND_ERR_INVALID_ARG', JSON.stringify(value.slice(-8)));
+    }
     assert.equal(s.requests.length, 0);
   });
 });

@@ -27,6 +27,30 @@ test('leadingWords: random strings over letters and every white-space kind agree
   }
 });
 
+test('leadingWords: long strings (the native scan of ASCII text) agree with trim + split', () => {
+  const word = ['a', 'B', '.', '-', '_', '0'];
+  const space = [' ', '\t', '\n', '\v', '\f', '\r', '\u00a0', '\u2003', '\ufeff'];
+  let seed = 11;
+  const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) % n);
+  let ascii = 0;
+  for (let i = 0; i < 4000; i++) {
+    // Mostly long words (a platform token is ~700 characters) with a few spaces between and around them.
+    let s = '';
+    const parts = 1 + rnd(5);
+    for (let p = 0; p < parts; p++) {
+      for (let j = rnd(3); j > 0; j--) s += space[rnd(i % 2 === 0 ? 6 : space.length)];
+      for (let j = rnd(200); j > 0; j--) s += word[rnd(word.length)];
+    }
+    if (s.length >= 64 && !/[^\x00-\x7f]/.test(s)) ascii++;
+    assert.deepEqual(leadingWords(s), reference(s), JSON.stringify(s.slice(0, 80)));
+  }
+  assert.ok(ascii > 1000, `many cases take the native scan (${ascii})`);
+  const token = `Bearer ${'eyJhbGciOiJSUzI1NiJ9'.repeat(35)}`;
+  assert.deepEqual(leadingWords(token), reference(token));
+  assert.deepEqual(leadingWords(`${token}\v`), reference(`${token}\v`));
+  assert.deepEqual(leadingWords(`${token}\fx`), { count: 3, first: 'Bearer', second: token.slice(7) });
+});
+
 // statusOf reads the h1 client's status lines by hand; it must accept exactly what this expression accepts.
 const STATUS_LINE = /^HTTP\/1\.([01]) ([1-9]\d\d)(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?$/;
 function statusReference(line: string): number {
