@@ -1,7 +1,7 @@
 // leadingWords must split exactly like s.trim().split(/\s+/) (credential headers depend on it); statusOf must read status lines exactly like its regular expression; NameTable must answer exactly like a Map.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { leadingWords, NameTable, nameSet } from '../src/core/text.ts';
+import { isAscii, leadingWords, NameTable, nameSet } from '../src/core/text.ts';
 import { statusOf } from '../src/h1/index.ts';
 
 function reference(s: string): { count: number; first: string; second: string } {
@@ -41,7 +41,8 @@ test('leadingWords: long strings (the native scan of ASCII text) agree with trim
       for (let j = rnd(3); j > 0; j--) s += space[rnd(i % 2 === 0 ? 6 : space.length)];
       for (let j = rnd(200); j > 0; j--) s += word[rnd(word.length)];
     }
-    if (s.length >= 64 && !/[^\x00-\x7f]/.test(s)) ascii++;
+    assert.equal(isAscii(s), !/[^\x00-\x7f]/.test(s), JSON.stringify(s.slice(0, 80)));
+    if (s.length >= 64 && isAscii(s)) ascii++;
     assert.deepEqual(leadingWords(s), reference(s), JSON.stringify(s.slice(0, 80)));
   }
   assert.ok(ascii > 1000, `many cases take the native scan (${ascii})`);
