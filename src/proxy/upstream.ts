@@ -4,7 +4,7 @@
 // listener's writer, and backpressure pauses the upstream socket.
 import type { Socket } from 'node:net';
 import { Agent, buildConnector, type Dispatcher } from 'undici';
-import { H1Agent, tcpConnector, type H1Connector } from '../h1/index.ts';
+import { H1Agent, tcpConnector, type H1ConnectTarget, type H1Connector } from '../h1/index.ts';
 import { decideRetry, parseRetryAfter } from '../health/index.ts';
 import { BodyTooLargeError, type ResponseWriter } from '../http/types.ts';
 import { nameSet } from '../core/text.ts';
@@ -168,8 +168,8 @@ interface SplitUrl {
   h1: { host: string; port: number; hostHeader: string } | null;
 }
 
-/** `h1`: a connection for the h1 client, opened with its own connector (direct reads). */
-type ConnectOptions = buildConnector.Options & { h1?: true };
+/** What the gate opens: undici's connect options, or a connection for the h1 client (its own connector: direct reads). */
+type ConnectOptions = buildConnector.Options | (H1ConnectTarget & { h1: true });
 
 interface PendingConnect { o: ConnectOptions; cb: buildConnector.Callback }
 
@@ -465,7 +465,7 @@ export class Upstream {
     // Both clients open connections through the same gate (connect below).
     this.h1 = opts.client === 'undici' ? null : new H1Agent({
       connections: opts.connections, keepAliveMs: opts.keepAliveMs, connectTimeoutMs: opts.connectTimeoutMs,
-      connect: (t, cb) => this.connect(t.origin, { hostname: t.host, host: t.origin.slice('http://'.length), protocol: 'http:', port: String(t.port), h1: true } as ConnectOptions,
+      connect: (t, cb) => this.connect(t.origin, { host: t.host, port: t.port, origin: t.origin, h1: true },
         ((err: Error | null, socket: Socket | null) => cb(err, socket)) as buildConnector.Callback),
     });
     this.agent = new Agent({
@@ -539,7 +539,7 @@ export class Upstream {
       }
       cb(err, socket as never);
     };
-    if (o.h1) this.h1Connector({ host: o.hostname, port: Number(o.port), origin }, opened);
+    if ('h1' in o) this.h1Connector(o, opened);
     else this.connector(o, opened as buildConnector.Callback);
   }
 
